@@ -1,0 +1,3 @@
+from gbg.cli import main
+
+main()

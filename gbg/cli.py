@@ -1,0 +1,123 @@
+"""The ``gbg`` command: the composition root that wires settings into ingest, bot, ui and eval."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gbg.settings import Settings
+
+app = typer.Typer(
+    help="gbg-assist: a local-first, cited, audited assistant platform for Göteborgs Stad.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+if not out.is_terminal:
+    out.width = 120
+
+
+@app.callback()
+def _root() -> None:
+    """gbg-assist: ingest corpora, serve the bot, run the UI and the evaluations."""
+
+
+def _settings(
+    corpora_dir: Path | None = None,
+    data_dir: Path | None = None,
+    chroma_host: str | None = None,
+    chroma_port: int | None = None,
+) -> Settings:
+    s = Settings()
+    if corpora_dir is not None:
+        s.corpora_dir = corpora_dir
+    if data_dir is not None:
+        s.data_dir = data_dir
+    if chroma_host is not None:
+        s.chroma.host = chroma_host
+    if chroma_port is not None:
+        s.chroma.port = chroma_port
+    return s
+
+
+def _summary_table(report: object) -> Table:
+    from ingest.pipeline import IngestReport
+
+    assert isinstance(report, IngestReport)
+    table = Table(title=f"Ingest summary ({report.seconds:.1f} s)", show_lines=False)
+    for col in ("corpus", "documents", "added", "updated", "removed", "unchanged", "embedded",
+                "errors", "chunks", "seconds"):
+        table.add_column(col, justify="left" if col == "corpus" else "right")
+    for c in report.corpora:
+        table.add_row(
+            c.corpus, str(c.documents), str(c.chunks_added), str(c.chunks_updated),
+            str(c.chunks_removed), str(c.chunks_unchanged), str(c.embedded), str(len(c.errors)),
+            str(c.chunks_total), f"{c.seconds:.1f}",
+        )
+    table.add_row(
+        "total", str(report.total("documents")), str(report.total("chunks_added")),
+        str(report.total("chunks_updated")), str(report.total("chunks_removed")),
+        str(report.total("chunks_unchanged")), str(report.total("embedded")),
+        str(len(report.errors)), str(report.total("chunks_total")), f"{report.seconds:.1f}",
+        style="bold",
+    )
+    return table
+
+
+@app.command()
+def ingest(
+    corpus: Annotated[list[str] | None, typer.Argument(help="Corpora to ingest (default: all).")] = None,
+    corpora_dir: Annotated[Path | None, typer.Option(help="Folder of corpora/<name>/corpus.toml.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the embedded store lives.")] = None,
+    chroma_host: Annotated[str | None, typer.Option(help="Use a Chroma server at this host.")] = None,
+    chroma_port: Annotated[int | None, typer.Option(help="Chroma server port.")] = None,
+    rebuild: Annotated[bool, typer.Option(help="Drop and re-embed the collections.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit non-zero on any error.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load, chunk, embed and store corpora. Unchanged documents are skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ingest.embedders import get_embedder
+    from ingest.errors import IngestError
+    from ingest.manifest import discover_manifests
+    from ingest.pipeline import ingest_all
+    from ingest.store import ChromaStore
+
+    settings = _settings(corpora_dir, data_dir, chroma_host, chroma_port)
+    try:
+        manifests = discover_manifests(settings.corpora_dir, corpus or None)
+        store = ChromaStore.from_settings(settings)
+        embedder = get_embedder(settings.embedder)
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=err, transient=False, disable=json_out,
+        ) as progress:
+            report = ingest_all(settings, manifests, store, embedder, rebuild, progress)
+    except IngestError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    for e in report.errors:
+        err.print(f"[yellow]skipped:[/yellow] {e}")
+    if json_out:
+        sys.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n")
+    else:
+        out.print(_summary_table(report))
+    ok_docs = sum(c.ok_documents for c in report.corpora)
+    if report.errors and (strict or ok_docs == 0):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""Incremental ingest: list -> load -> chunk -> embed -> upsert, one corpus at a time.
+
+Safe to interrupt and rerun:
+- a document whose stored chunks all carry its current ``doc_hash`` and are complete is skipped
+  without being parsed or embedded;
+- a changed document is re-chunked; chunks whose embedded text is unchanged reuse their stored
+  vectors; its new chunks are upserted first and only then are its stale chunks deleted, so a
+  kill at any point leaves either the old or the new version plus leftovers that the next run
+  recognises (mixed hashes, wrong count) and repairs;
+- chunk ids are derived from (corpus, source, chunk index), so a rerun overwrites, never
+  duplicates;
+- sources that are no longer listed are removed, but only when the listing itself was complete.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gbg.settings import Settings
+from ingest.chunking import Chunker
+from ingest.embedders import Embedder
+from ingest.errors import LoaderError
+from ingest.loaders import SUPPORTED_SUFFIXES, LoadedDocument, load_file
+from ingest.manifest import CorpusManifest, FileSource, SitemapSource, UrlListSource
+from ingest.store import ChromaStore, CorpusCollection, SourceState, now_iso
+from ingest.web import PoliteFetcher, document_from_fetch
+
+PIPELINE_VERSION = "1"
+
+
+@dataclass
+class CorpusReport:
+    corpus: str
+    documents: int = 0
+    documents_changed: int = 0
+    chunks_added: int = 0
+    chunks_updated: int = 0
+    chunks_removed: int = 0
+    chunks_unchanged: int = 0
+    embedded: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    chunks_total: int = 0
+
+    @property
+    def ok_documents(self) -> int:
+        return self.documents - len(self.errors)
+
+
+@dataclass
+class IngestReport:
+    corpora: list[CorpusReport]
+    seconds: float
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for c in self.corpora for e in c.errors]
+
+    def total(self, attr: str) -> int:
+        return sum(int(getattr(c, attr)) for c in self.corpora)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": round(self.seconds, 3),
+            "corpora": [
+                {**{k: v for k, v in vars(c).items()}, "seconds": round(c.seconds, 3)}
+                for c in self.corpora
+            ],
+        }
+
+
+@dataclass
+class _Pending:
+    """One loaded document waiting for its vectors."""
+
+    doc: LoadedDocument
+    doc_hash: str
+    state: SourceState | None
+    ids: list[str]
+    texts: list[str]  # stored document text (the chunk body)
+    embed_texts: list[str]
+    metadatas: list[dict[str, Any]]
+    content_hashes: list[str]
+
+
+def chunk_id(corpus: str, source: str, index: int) -> str:
+    return hashlib.sha256(f"{corpus}\x00{source}\x00{index}".encode()).hexdigest()[:32]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+Progress = Callable[[str], None]
+
+
+class Ingestor:
+    """Ingests corpora into the store. Every dependency is a parameter."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ChromaStore,
+        embedder: Embedder,
+        fetcher: PoliteFetcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.fetcher = fetcher
+        self.chunker = Chunker(
+            settings.chunking.max_tokens, settings.chunking.overlap_tokens, embedder.count_tokens
+        )
+        self._signature = (
+            f"v{PIPELINE_VERSION}|{embedder.name}|{settings.chunking.max_tokens}"
+            f"|{settings.chunking.overlap_tokens}"
+        )
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def list_files(self, manifest: CorpusManifest, src: FileSource) -> list[Path]:
+        root = manifest.root
+        found: dict[str, Path] = {}
+        for pattern in src.include:
+            for p in sorted(root.glob(pattern)):
+                rel = p.relative_to(root).as_posix()
+                if not p.is_file() or p.name == "corpus.toml" or p.name.startswith("."):
+                    continue
+                if any(fnmatch.fnmatch(rel, ex) for ex in src.exclude):
+                    continue
+                found[rel] = p
+        return [found[k] for k in sorted(found)]
+
+    # --- one corpus ------------------------------------------------------------------------
+
+    def ingest_corpus(
+        self,
+        manifest: CorpusManifest,
+        rebuild: bool = False,
+        on_total: Callable[[int], None] | None = None,
+        on_advance: Progress | None = None,
+    ) -> CorpusReport:
+        started = time.perf_counter()
+        report = CorpusReport(manifest.name)
+        col = self.store.open_for_ingest(manifest, self.embedder.name, rebuild=rebuild)
+        col.relabel(manifest)
+        states = col.source_states()
+        seen: set[str] = set()
+        listing_complete = True
+        pending: list[_Pending] = []
+
+        work: list[tuple[str, Any]] = []
+        for src in manifest.sources:
+            if isinstance(src, FileSource):
+                work.extend(("file", p) for p in self.list_files(manifest, src))
+            elif isinstance(src, UrlListSource):
+                work.extend(("url", str(u)) for u in src.urls)
+            elif isinstance(src, SitemapSource):
+                try:
+                    fetcher = self._fetcher()
+                    limit = min(src.max_pages or self.settings.web.max_pages, self.settings.web.max_pages)
+                    work.extend(("url", u) for u in fetcher.sitemap_urls(str(src.url), src.include, limit))
+                except LoaderError as exc:
+                    report.errors.append(str(exc))
+                    listing_complete = False
+        if on_total:
+            on_total(len(work))
+
+        for kind, item in work:
+            for result in self._load(manifest, kind, item, states):
+                if isinstance(result, LoaderError):
+                    report.documents += 1
+                    report.errors.append(str(result))
+                    seen.add(result.source)  # keep what an earlier run stored for it
+                    continue
+                source, doc, doc_hash, extra = result
+                report.documents += 1
+                seen.add(source)
+                state = states.get(source)
+                if doc is None:  # unchanged
+                    report.chunks_unchanged += len(state.ids) if state else 0
+                    continue
+                report.documents_changed += 1
+                pending.append(self._prepare(manifest, doc, doc_hash, state, extra))
+                if sum(len(p.ids) for p in pending) >= self.settings.embedder.batch_size * 2:
+                    self._flush(col, pending, report)
+                    pending = []
+            if on_advance:
+                on_advance(str(item))
+        self._flush(col, pending, report)
+
+        if listing_complete:
+            stale = [cid for src, st in states.items() if src not in seen for cid in st.ids]
+            col.delete(stale)
+            report.chunks_removed += len(stale)
+        report.chunks_total = col.count()
+        report.seconds = time.perf_counter() - started
+        col.set_corpus_metadata(
+            manifest,
+            self.embedder.name,
+            last_ingest=now_iso(),
+            documents=report.ok_documents,
+            chunks=report.chunks_total,
+        )
+        return report
+
+    def _fetcher(self) -> PoliteFetcher:
+        if self.fetcher is None:
+            self.fetcher = PoliteFetcher(self.settings.web)
+        return self.fetcher
+
+    def _load(
+        self, manifest: CorpusManifest, kind: str, item: Any, states: dict[str, SourceState]
+    ) -> Iterator[LoaderError | tuple[str, LoadedDocument | None, str, dict[str, str]]]:
+        """Yield (source, document or None when unchanged, doc_hash, extra metadata)."""
+        if kind == "file":
+            path: Path = item
+            source = path.relative_to(manifest.root).as_posix()
+            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+                yield LoaderError(source, f"unsupported file type {path.suffix or '(none)'}: skipped")
+                return
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                yield LoaderError(source, f"cannot read file: {exc.strerror or exc}")
+                return
+            if path.suffix.lower() == ".jsonl":
+                # Rows are documents of their own; hashing each row keeps unchanged rows cheap.
+                for doc in load_file(path, source):
+                    if isinstance(doc, LoaderError):
+                        yield doc
+                        continue
+                    doc_hash = _sha(f"{self._signature}|{doc.title}|{doc.text}".encode())
+                    st = states.get(doc.source)
+                    unchanged = st is not None and st.is_complete(doc_hash)
+                    yield doc.source, None if unchanged else doc, doc_hash, {}
+                return
+            doc_hash = _sha(self._signature.encode() + b"|" + raw)
+            st = states.get(source)
+            if st is not None and st.is_complete(doc_hash):
+                yield source, None, doc_hash, {}
+                return
+            docs = load_file(path, source)
+            for d in docs:
+                if isinstance(d, LoaderError):
+                    yield d
+                else:
+                    yield source, d, doc_hash, {}
+            return
+        url: str = item
+        st = states.get(url)
+        try:
+            fetched = self._fetcher().fetch(
+                url,
+                etag=st.etag if st else "",
+                last_modified=st.last_modified if st else "",
+            )
+            if fetched.not_modified and st is not None:
+                yield url, None, next(iter(st.doc_hashes)), {}
+                return
+            doc_hash = _sha(f"{self._signature}|".encode() + fetched.body)
+            extra = {"etag": fetched.etag, "last_modified": fetched.last_modified}
+            if st is not None and st.is_complete(doc_hash):
+                # Same bytes (server without validators): keep vectors, refresh validators.
+                yield url, None, doc_hash, extra
+                return
+            yield url, document_from_fetch(fetched), doc_hash, extra
+        except LoaderError as exc:
+            yield LoaderError(url, exc.message)
+
+    def _prepare(
+        self,
+        manifest: CorpusManifest,
+        doc: LoadedDocument,
+        doc_hash: str,
+        state: SourceState | None,
+        extra: dict[str, str],
+    ) -> _Pending:
+        chunks = self.chunker.chunk(doc.text, doc.title, doc.lang)
+        n = len(chunks)
+        ingested_at = now_iso()
+        p = _Pending(doc, doc_hash, state, [], [], [], [], [])
+        for ch in chunks:
+            embed_text = ch.embed_text(doc.title)
+            chash = _sha(embed_text.encode())[:32]
+            p.ids.append(chunk_id(manifest.name, doc.source, ch.index))
+            p.texts.append(ch.text)
+            p.embed_texts.append(embed_text)
+            p.content_hashes.append(chash)
+            p.metadatas.append(
+                {
+                    "corpus": manifest.name,
+                    "audience": str(manifest.audience),
+                    "sensitivity": str(manifest.sensitivity),
+                    "source": doc.source,
+                    "url": doc.url,
+                    "doc_id": doc.doc_id,
+                    "title": doc.title,
+                    "section": ch.section,
+                    "lang": doc.lang,
+                    "chunk_index": ch.index,
+                    "n_chunks": n,
+                    "content_hash": chash,
+                    "doc_hash": doc_hash,
+                    "ingested_at": ingested_at,
+                    "etag": extra.get("etag", ""),
+                    "last_modified": extra.get("last_modified", ""),
+                }
+            )
+        return p
+
+    def _flush(self, col: CorpusCollection, pending: list[_Pending], report: CorpusReport) -> None:
+        if not pending:
+            return
+        # Vectors: reuse a stored one when the embedded text is byte-identical.
+        reuse_ids: dict[tuple[int, int], str] = {}
+        to_embed: list[tuple[int, int]] = []
+        for di, p in enumerate(pending):
+            for ci, chash in enumerate(p.content_hashes):
+                old = p.state.content_hash_to_id.get(chash) if p.state else None
+                if old:
+                    reuse_ids[(di, ci)] = old
+                else:
+                    to_embed.append((di, ci))
+        stored = col.embeddings_for(sorted(set(reuse_ids.values())))
+        vectors: dict[tuple[int, int], np.ndarray] = {}
+        for key, old in reuse_ids.items():
+            if old in stored:
+                vectors[key] = stored[old]
+            else:
+                to_embed.append(key)
+        bs = self.settings.embedder.batch_size
+        for start in range(0, len(to_embed), bs):
+            keys = to_embed[start : start + bs]
+            embs = self.embedder.embed_passages([pending[d].embed_texts[c] for d, c in keys])
+            for key, vec in zip(keys, embs, strict=True):
+                vectors[key] = vec
+        report.embedded += len(to_embed)
+
+        for di, p in enumerate(pending):
+            old_hash_by_id = {v: k for k, v in (p.state.content_hash_to_id.items() if p.state else [])}
+            for cid, chash in zip(p.ids, p.content_hashes, strict=True):
+                if cid not in old_hash_by_id:
+                    report.chunks_added += 1
+                elif old_hash_by_id[cid] == chash:
+                    report.chunks_unchanged += 1
+                else:
+                    report.chunks_updated += 1
+            if p.ids:
+                col.upsert(
+                    p.ids,
+                    np.stack([vectors[(di, ci)] for ci in range(len(p.ids))]),
+                    p.texts,
+                    p.metadatas,
+                )
+            stale = sorted((p.state.ids if p.state else set()) - set(p.ids))
+            col.delete(stale)
+            report.chunks_removed += len(stale)
+
+
+def ingest_all(
+    settings: Settings,
+    manifests: list[CorpusManifest],
+    store: ChromaStore,
+    embedder: Embedder,
+    rebuild: bool = False,
+    progress: Any | None = None,
+) -> IngestReport:
+    """Ingest several corpora; ``progress`` is an optional rich Progress."""
+    started = time.perf_counter()
+    ingestor = Ingestor(settings, store, embedder)
+    reports = []
+    try:
+        for manifest in manifests:
+            task = progress.add_task(manifest.name, total=None) if progress else None
+
+            def on_total(n: int, task: Any = task) -> None:
+                if progress is not None:
+                    progress.update(task, total=n)
+
+            def on_advance(item: str, task: Any = task) -> None:
+                if progress is not None:
+                    progress.advance(task)
+
+            reports.append(
+                ingestor.ingest_corpus(manifest, rebuild, on_total=on_total, on_advance=on_advance)
+            )
+    finally:
+        if ingestor.fetcher is not None:
+            ingestor.fetcher.close()
+    return IngestReport(reports, time.perf_counter() - started)
