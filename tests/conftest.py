@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from gbg.settings import Settings  # noqa: E402
+from ingest.embedders import E5Embedder, Embedder  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CORPORA = REPO / "corpora"
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="session")
+def e5() -> Embedder:
+    return E5Embedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s.data_dir = tmp_path / "data"
+    s.corpora_dir = tmp_path / "corpora"
+    s.chunking.max_tokens = 128
+    s.chunking.overlap_tokens = 16
+    s.web.min_delay_s = 0.0
+    return s
+
+
+MANIFEST = """\
+name = "{name}"
+title = "Testkorpus {name}"
+description = "Korpus för tester."
+audience = "{audience}"
+sensitivity = "{sensitivity}"
+languages = ["sv", "en"]
+
+[license]
+name = "CC BY 4.0"
+
+[[sources]]
+type = "files"
+include = ["docs/**/*"]
+"""
+
+
+def write_corpus(
+    corpora_dir: Path,
+    name: str,
+    files: dict[str, str | bytes],
+    audience: str = "public",
+    sensitivity: str = "public",
+    manifest: str | None = None,
+) -> Path:
+    root = corpora_dir / name
+    (root / "docs").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.toml").write_text(
+        manifest or MANIFEST.format(name=name, audience=audience, sensitivity=sensitivity),
+        encoding="utf-8",
+    )
+    for rel, content in files.items():
+        p = root / "docs" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(textwrap.dedent(content), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def make_corpus(settings: Settings) -> Callable[..., Path]:
+    def _make(name: str, files: dict[str, str | bytes], **kw: str) -> Path:
+        return write_corpus(settings.corpora_dir, name, files, **kw)
+
+    return _make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_pdf(path: Path, title: str, sections: list[tuple[str, list[str]]]) -> None:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.platypus import Paragraph, SimpleDocTemplate
+
+    styles = getSampleStyleSheet()
+    story = [Paragraph(title, styles["Heading1"])]
+    for heading, paras in sections:
+        story.append(Paragraph(heading, styles["Heading2"]))
+        story.extend(Paragraph(p, styles["BodyText"]) for p in paras)
+    SimpleDocTemplate(str(path), pagesize=A4, title=title).build(story)
+
+
+def make_docx(path: Path, title: str, sections: list[tuple[str, list[str]]]) -> None:
+    import docx
+
+    d = docx.Document()
+    d.core_properties.title = title
+    d.core_properties.language = "sv-SE"
+    d.add_heading(title, level=1)
+    for heading, paras in sections:
+        d.add_heading(heading, level=2)
+        for p in paras:
+            d.add_paragraph(p)
+    d.save(str(path))
