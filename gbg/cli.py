@@ -129,6 +129,17 @@ def ingest(
         raise typer.Exit(1)
 
 
+@app.command()
+def up(
+    no_serve: Annotated[bool, typer.Option(help="Only ingest; do not start the services.")] = False,
+) -> None:
+    """Ingest what changed in the bundled corpora, then start the bot and the UI."""
+    ingest(corpus=None, corpora_dir=None, data_dir=None, chroma_host=None, chroma_port=None,
+           rebuild=False, strict=False, json_out=False, verbose=False)
+    if no_serve:
+        return
+
+
 def main() -> None:
     app()
 

@@ -42,7 +42,11 @@ class Chunk:
     def embed_text(self, title: str) -> str:
         """What is embedded and indexed: the context first, then the text."""
         head = self.section if self.section.startswith(title) else f"{title} > {self.section}"
-        return f"{head.strip(' >')}\n\n{self.text}"
+        head = head.strip(" >")
+        # A heading-less text whose first line is the title (JSON Lines rows) needs no prefix.
+        if not head or head == title and self.text.startswith(title):
+            return self.text
+        return f"{head}\n\n{self.text}"
 
 
 def split_sections(markdown: str) -> list[Section]:
@@ -119,29 +123,43 @@ class Chunker:
                 chunks.append(Chunk(index=len(chunks), text=text, section=crumb))
         return chunks
 
-    def _units(self, body: str, budget: int, lang: str) -> Iterator[tuple[str, int, bool]]:
-        """(text, tokens, starts_block) units no larger than the budget."""
+    def _units(self, body: str, budget: int, lang: str) -> Iterator[tuple[str, int, str]]:
+        """(text, tokens, separator before it) units no larger than the budget.
+
+        An over-long block is split at line breaks first (list items), then at sentences.
+        """
         for block in _blocks(body):
             n = self.count(block)
             if n <= budget:
-                yield block, n, True
+                yield block, n, "\n\n"
                 continue
-            first = True
-            for sent in _sentences(block, lang):
-                for piece in (
-                    [sent] if self.count(sent) <= budget else _hard_split(sent, budget, self.count)
-                ):
-                    yield piece, self.count(piece), first
-                    first = False
+            sep = "\n\n"
+            for line in (ln.strip() for ln in block.splitlines()):
+                if not line:
+                    continue
+                n = self.count(line)
+                if n <= budget:
+                    yield line, n, sep
+                    sep = "\n"
+                    continue
+                for sent in _sentences(line, lang):
+                    for piece in (
+                        [sent]
+                        if self.count(sent) <= budget
+                        else list(_hard_split(sent, budget, self.count))
+                    ):
+                        yield piece, self.count(piece), sep
+                        sep = " "
+                sep = "\n"
 
     def _pack(self, body: str, budget: int, lang: str) -> Iterator[str]:
-        current: list[tuple[str, int, bool]] = []
+        current: list[tuple[str, int, str]] = []
         size = 0
         for unit in self._units(body, budget, lang):
             if current and size + unit[1] > budget:
                 yield _join(current)
                 # Carry whole trailing units as overlap, never the full previous chunk.
-                carry: list[tuple[str, int, bool]] = []
+                carry: list[tuple[str, int, str]] = []
                 carried = 0
                 for prev in reversed(current):
                     if carried + prev[1] > self.overlap_tokens or len(carry) + 1 == len(current):
@@ -157,8 +175,8 @@ class Chunker:
             yield _join(current)
 
 
-def _join(units: list[tuple[str, int, bool]]) -> str:
+def _join(units: list[tuple[str, int, str]]) -> str:
     out = ""
-    for i, (text, _, starts_block) in enumerate(units):
-        out += text if i == 0 else ("\n\n" if starts_block else " ") + text
+    for i, (text, _, sep) in enumerate(units):
+        out += text if i == 0 else sep + text
     return out
