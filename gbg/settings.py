@@ -55,6 +55,22 @@ class WebSettings(BaseModel):
     max_bytes: int = Field(default=10_000_000, ge=1024)
 
 
+class RetrievalSettings(BaseModel):
+    k: int = Field(default=5, ge=1, le=50, description="Chunks returned per query.")
+    candidates: int = Field(default=40, ge=1, le=500, description="Per retriever, before fusion.")
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    rrf_k: int = Field(default=60, ge=1)
+    dense_weight: float = Field(default=1.0, ge=0)
+    bm25_weight: float = Field(default=1.0, ge=0)
+    dedupe_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Token Jaccard above which chunks are duplicates."
+    )
+    neighbors: int = Field(default=0, ge=0, le=3, description="Add adjacent chunks of a hit.")
+    refresh_s: float = Field(
+        default=5.0, ge=0, description="How often to check whether a collection changed."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GBG_",
@@ -69,6 +85,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkSettings = ChunkSettings()
     web: WebSettings = WebSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     @property
     def chroma_path(self) -> Path:

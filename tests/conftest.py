@@ -116,3 +116,18 @@ def make_docx(path: Path, title: str, sections: list[tuple[str, list[str]]]) -> 
         for p in paras:
             d.add_paragraph(p)
     d.save(str(path))
+
+
+@pytest.fixture(scope="session")
+def bundled_store(tmp_path_factory: pytest.TempPathFactory, e5: Embedder) -> Settings:
+    """All bundled corpora ingested once per test session into a temporary embedded store."""
+    from ingest.manifest import discover_manifests
+    from ingest.pipeline import ingest_all
+    from ingest.store import ChromaStore
+
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s.data_dir = tmp_path_factory.mktemp("bundled")
+    s.corpora_dir = CORPORA
+    report = ingest_all(s, discover_manifests(CORPORA), ChromaStore.from_settings(s), e5)
+    assert report.errors == [], report.errors
+    return s

@@ -1,0 +1,328 @@
+"""Hybrid retrieval with role-based access.
+
+Dense search runs in the Chroma collections the role may read; BM25 runs over an index built from
+exactly those collections (one index per role, so even term statistics never cross a role
+boundary); the two ranked lists are fused with weighted reciprocal rank fusion; near-duplicates are
+dropped; optionally the neighbouring chunks of a hit are added. Access is checked three times: the
+collections searched, a metadata filter on every query, and every returned chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from bot.access import Role, can_read, readable_audiences
+from bot.retrieval.lexical import LexicalIndex, words
+from gbg.settings import RetrievalSettings
+from ingest.embedders import Embedder
+from ingest.store import ChromaStore, CorpusCollection
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["hybrid", "dense", "bm25"]
+
+
+class RetrievalError(Exception):
+    """Base class for retrieval errors the API turns into 4xx/503."""
+
+
+class CorpusNotPermittedError(RetrievalError):
+    def __init__(self, corpora: Sequence[str], role: Role) -> None:
+        self.corpora = list(corpora)
+        self.role = role
+        super().__init__(f"role {role.value!r} may not read corpus {', '.join(corpora)}")
+
+
+class UnknownCorpusError(RetrievalError):
+    def __init__(self, corpora: Sequence[str], known: Sequence[str]) -> None:
+        self.corpora = list(corpora)
+        super().__init__(
+            f"unknown corpus {', '.join(corpora)} (known: {', '.join(known) or 'none'})"
+        )
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    score: float  # fused score (higher is better)
+    dense: float | None = None  # cosine similarity, when dense search found it
+    bm25: float | None = None
+    rank: int = 0
+    neighbor_of: str | None = None
+
+    @property
+    def corpus(self) -> str:
+        return str(self.metadata.get("corpus", ""))
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source", ""))
+
+
+@dataclass
+class _RoleIndex:
+    signature: tuple[tuple[str, int, str], ...]
+    ids: list[str]
+    texts: list[str]
+    metas: list[dict[str, Any]]
+    lexical: LexicalIndex
+    corpus_of: np.ndarray  # corpus name per position
+    lang_of: np.ndarray
+    position: dict[str, int] = field(default_factory=dict)
+
+
+def rrf(
+    rankings: Sequence[tuple[Sequence[str], float]], k: int = 60
+) -> dict[str, float]:
+    """Weighted reciprocal rank fusion: sum of weight / (k + rank), ranks from 1."""
+    fused: dict[str, float] = {}
+    for ranking, weight in rankings:
+        if weight <= 0:
+            continue
+        for r, cid in enumerate(ranking, start=1):
+            fused[cid] = fused.get(cid, 0.0) + weight / (k + r)
+    return fused
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+class HybridRetriever:
+    def __init__(
+        self, store: ChromaStore, embedder: Embedder, settings: RetrievalSettings | None = None
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.settings = settings or RetrievalSettings()
+        self._indexes: dict[Role, _RoleIndex] = {}
+        self._lock = threading.Lock()
+        self._snap: dict[str, tuple[CorpusCollection, dict[str, Any], int]] = {}
+        self._snap_at = -1e9
+        self._snap_lock = threading.Lock()
+
+    # --- collections and indexes -----------------------------------------------------------
+
+    def _snapshot(self, force: bool = False) -> dict[str, tuple[CorpusCollection, dict[str, Any], int]]:
+        """Collections with their labels and sizes, re-read at most every ``refresh_s``."""
+        with self._snap_lock:
+            if force or time.monotonic() - self._snap_at >= self.settings.refresh_s:
+                snap = {}
+                for name in self.store.collection_names():
+                    col = self.store.get(name)
+                    if col is not None:
+                        snap[name] = (col, col.metadata, col.count())
+                self._snap, self._snap_at = snap, time.monotonic()
+            return self._snap
+
+    def refresh(self) -> None:
+        self._snapshot(force=True)
+
+    def collections_for(self, role: Role) -> dict[str, CorpusCollection]:
+        allowed = {str(a) for a in readable_audiences(role)}
+        return {
+            name: col
+            for name, (col, meta, _) in self._snapshot().items()
+            if str(meta.get("audience")) in allowed
+        }
+
+    def corpora(self) -> dict[str, dict[str, Any]]:
+        """Every corpus with its labels and size (not filtered by role)."""
+        return {name: {**meta, "chunks": n} for name, (_, meta, n) in self._snapshot().items()}
+
+    def _signature(self, cols: dict[str, CorpusCollection]) -> tuple[tuple[str, int, str], ...]:
+        snap = self._snapshot()
+        return tuple(
+            (n, snap[n][2], str(snap[n][1].get("last_ingest", ""))) for n in sorted(cols)
+        )
+
+    def index_for(self, role: Role) -> _RoleIndex:
+        """The role's BM25 index, rebuilt only when one of its collections changed."""
+        with self._lock:
+            current = self._indexes.get(role)
+            cols = self.collections_for(role)
+            sig = self._signature(cols)
+            if current is not None and current.signature == sig:
+                return current
+            started = time.perf_counter()
+            ids, texts, metas = [], [], []
+            for _, col in sorted(cols.items()):
+                for cid, meta, doc, _ in col.iter_records(include=["metadatas", "documents"]):
+                    if not can_read(role, str(meta.get("audience"))):
+                        continue
+                    ids.append(cid)
+                    metas.append(meta)
+                    texts.append(f"{meta.get('section', '')}\n{doc or ''}")
+            lexical = LexicalIndex(texts, [str(m.get("lang", "sv")) for m in metas])
+            idx = _RoleIndex(
+                signature=sig,
+                ids=ids,
+                texts=[t.split("\n", 1)[1] for t in texts],
+                metas=metas,
+                lexical=lexical,
+                corpus_of=np.array([str(m.get("corpus", "")) for m in metas], dtype=object),
+                lang_of=np.array([str(m.get("lang", "")) for m in metas], dtype=object),
+                position={cid: i for i, cid in enumerate(ids)},
+            )
+            self._indexes[role] = idx
+            log.info(
+                "BM25 index for role %s: %d chunks in %.2f s", role, len(ids),
+                time.perf_counter() - started,
+            )
+            return idx
+
+    # --- search ----------------------------------------------------------------------------
+
+    def _resolve_corpora(self, role: Role, corpora: Sequence[str] | None) -> list[str]:
+        readable = self.collections_for(role)
+        if not corpora:
+            return sorted(readable)
+        known = set(self._snapshot())
+        unknown = [c for c in corpora if c not in known]
+        if unknown:
+            # Do not reveal which corpora exist beyond what the role may read.
+            raise UnknownCorpusError(unknown, sorted(readable))
+        denied = [c for c in corpora if c not in readable]
+        if denied:
+            raise CorpusNotPermittedError(denied, role)
+        return sorted(set(corpora))
+
+    def _where(self, role: Role, lang: str | None) -> dict[str, Any]:
+        clauses: list[dict[str, Any]] = [
+            {"audience": {"$in": sorted(str(a) for a in readable_audiences(role))}}
+        ]
+        if lang:
+            clauses.append({"lang": lang})
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def dense_search(
+        self, query_vec: np.ndarray, role: Role, corpora: list[str], n: int, lang: str | None
+    ) -> list[tuple[str, float, str, dict[str, Any]]]:
+        hits: list[tuple[str, float, str, dict[str, Any]]] = []
+        where = self._where(role, lang)
+        snap = self._snapshot()
+        for name in corpora:
+            if name not in snap or snap[name][2] == 0:
+                continue
+            col, _, count = snap[name]
+            res = col.raw.query(
+                query_embeddings=[query_vec],
+                n_results=min(n, count),
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+            for cid, doc, meta, dist in zip(
+                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+                strict=True,
+            ):
+                hits.append((cid, 1.0 - float(dist), doc or "", dict(meta or {})))
+        hits.sort(key=lambda h: -h[1])
+        return hits[:n]
+
+    def retrieve(
+        self,
+        query: str,
+        role: Role = Role.public,
+        corpora: Sequence[str] | None = None,
+        lang: str | None = None,
+        k: int | None = None,
+        mode: Mode | None = None,
+        neighbors: int | None = None,
+    ) -> list[RetrievedChunk]:
+        s = self.settings
+        k = k or s.k
+        mode = mode or s.mode
+        neighbors = s.neighbors if neighbors is None else neighbors
+        names = self._resolve_corpora(role, corpora)
+        if not names or not query.strip():
+            return []
+        n = max(s.candidates, k)
+
+        by_id: dict[str, RetrievedChunk] = {}
+        dense_rank: list[str] = []
+        bm25_rank: list[str] = []
+        if mode in ("hybrid", "dense"):
+            qv = self.embedder.embed_query_vector(query)
+            for cid, sim, doc, meta in self.dense_search(qv, role, names, n, lang):
+                by_id[cid] = RetrievedChunk(cid, doc, meta, 0.0, dense=sim)
+                dense_rank.append(cid)
+        if mode in ("hybrid", "bm25"):
+            idx = self.index_for(role)
+            mask = np.isin(idx.corpus_of, names)
+            if lang:
+                mask &= idx.lang_of == lang
+            for pos, score in idx.lexical.top(query, n, mask):
+                cid = idx.ids[pos]
+                prev = by_id.get(cid)
+                by_id[cid] = (
+                    replace(prev, bm25=score)
+                    if prev
+                    else RetrievedChunk(cid, idx.texts[pos], idx.metas[pos], 0.0, bm25=score)
+                )
+                bm25_rank.append(cid)
+
+        if mode == "dense":
+            fused = {cid: by_id[cid].dense or 0.0 for cid in dense_rank}
+        elif mode == "bm25":
+            fused = {cid: by_id[cid].bm25 or 0.0 for cid in bm25_rank}
+        else:
+            fused = rrf([(dense_rank, s.dense_weight), (bm25_rank, s.bm25_weight)], s.rrf_k)
+        ordered = sorted(fused, key=lambda c: -fused[c])
+
+        out: list[RetrievedChunk] = []
+        kept_tokens: list[set[str]] = []
+        for cid in ordered:
+            ch = by_id[cid]
+            if not can_read(role, str(ch.metadata.get("audience"))) or ch.corpus not in names:
+                log.error("access check dropped chunk %s of corpus %s", cid, ch.corpus)
+                continue
+            toks = set(words(ch.text))
+            if any(jaccard(toks, t) >= s.dedupe_threshold for t in kept_tokens):
+                continue
+            kept_tokens.append(toks)
+            out.append(replace(ch, score=fused[cid], rank=len(out) + 1))
+            if len(out) >= k:
+                break
+        if neighbors:
+            out = self._expand(out, role, neighbors)
+        return out
+
+    def _expand(self, hits: list[RetrievedChunk], role: Role, width: int) -> list[RetrievedChunk]:
+        """Add the chunks just before and after each hit from the same document."""
+        from ingest.pipeline import chunk_id
+
+        have = {h.id for h in hits}
+        out: list[RetrievedChunk] = []
+        for h in hits:
+            out.append(h)
+            idx = int(h.metadata.get("chunk_index", 0))
+            wanted = [
+                chunk_id(h.corpus, h.source, i)
+                for i in range(idx - width, idx + width + 1)
+                if i >= 0 and i != idx
+            ]
+            entry = self._snapshot().get(h.corpus)
+            if entry is None:
+                continue
+            col = entry[0]
+            missing = [w for w in wanted if w not in have]
+            if not missing:
+                continue
+            got = col.raw.get(ids=missing, include=["documents", "metadatas"])
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                if can_read(role, str((meta or {}).get("audience"))):
+                    have.add(cid)
+                    out.append(RetrievedChunk(cid, doc or "", dict(meta or {}), h.score * 0.5,
+                                              rank=h.rank, neighbor_of=h.id))
+        return out
