@@ -129,6 +129,71 @@ def ingest(
         raise typer.Exit(1)
 
 
+eval_app = typer.Typer(help="Evaluation suites and release gates.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[str, typer.Option(help="swequad-mc or swefaq")],
+    data: Annotated[Path, typer.Option(help="Folder with corpus.jsonl and queries.jsonl.")],
+    split: Annotated[str | None, typer.Option(help="Only queries of this split.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N queries.")] = None,
+    reports_dir: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """recall@1/5/10, MRR@10 and nDCG@10 for dense, BM25 and hybrid over the same chunks."""
+    from rich.progress import Progress
+
+    from eval.datasets import DatasetError, load_retrieval_dataset
+    from eval.retrieval import (
+        MODES,
+        build_store,
+        dataset_settings,
+        evaluate_retrieval,
+        results_as_dict,
+        write_report,
+    )
+    from ingest.embedders import get_embedder
+
+    settings = _settings()
+    try:
+        ds = load_retrieval_dataset(dataset, data, split)
+    except DatasetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if limit:
+        ds.queries = ds.queries[:limit]
+    s = dataset_settings(settings, ds)
+    embedder = get_embedder(s.embedder)
+    with Progress(console=err, disable=json_out) as progress:
+        task = progress.add_task(f"ingest {ds.name}", total=None)
+        ingest_report = build_store(s, embedder)
+        progress.update(task, total=1, completed=1)
+        qtask = progress.add_task("queries", total=len(ds.queries) * len(MODES))
+        results = evaluate_retrieval(s, embedder, ds, on_query=lambda: progress.advance(qtask))
+    payload = results_as_dict(ds, results, ingest_report, {
+        "embedder": embedder.name,
+        "chunk_tokens": s.chunking.max_tokens,
+        "rrf_k": s.retrieval.rrf_k,
+        "weights": {"dense": s.retrieval.dense_weight, "bm25": s.retrieval.bm25_weight},
+    })
+    path = write_report(reports_dir, payload)
+    if json_out:
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        return
+    table = Table(title=f"{ds.name}: {len(ds.queries)} queries, "
+                        f"{payload['chunks']} chunks ({embedder.name})")
+    cols = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "p50_ms", "p95_ms"]
+    table.add_column("mode")
+    for c in cols:
+        table.add_column(c, justify="right")
+    for mode, m in payload["modes"].items():
+        table.add_row(mode, *(f"{m[c]:.3f}" if "ms" not in c else f"{m[c]:.1f}" for c in cols))
+    out.print(table)
+    out.print(f"report: {path}")
+
+
 @app.command()
 def up(
     no_serve: Annotated[bool, typer.Option(help="Only ingest; do not start the services.")] = False,

@@ -71,6 +71,76 @@ class RetrievalSettings(BaseModel):
     )
 
 
+class ProviderSettings(BaseModel):
+    """One LLM provider. ``clearance`` is the highest sensitivity it may see; unset means
+    ``public`` for a cloud provider and ``sensitive`` for one on the city's own machines."""
+
+    kind: Literal["ollama", "openai", "llamacpp", "extractive"]
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Env var holding the key.")
+    location: Literal["local", "cloud"] | None = Field(
+        default=None, description="Where it runs; default: openai=cloud, the others local."
+    )
+    clearance: Literal["public", "internal", "sensitive"] | None = None
+    temperature: float = 0.1
+    max_tokens: int = Field(default=400, ge=16, le=4096)
+    timeout_s: float = Field(default=60.0, gt=0)
+    keep_alive: str = "10m"
+    num_ctx: int = Field(default=4096, ge=512)
+    model_path: Path | None = Field(default=None, description="GGUF file for llamacpp.")
+    n_threads: int | None = None
+
+    @property
+    def where(self) -> Literal["local", "cloud"]:
+        return self.location or ("cloud" if self.kind == "openai" else "local")
+
+    @property
+    def cleared_for(self) -> Literal["public", "internal", "sensitive"]:
+        if self.clearance:
+            return self.clearance
+        return "public" if self.where == "cloud" else "sensitive"
+
+
+class LLMSettings(BaseModel):
+    providers: dict[str, ProviderSettings] = Field(
+        default_factory=lambda: {"extractive": ProviderSettings(kind="extractive")}
+    )
+    preference: list[str] = Field(
+        default_factory=lambda: ["ollama", "llamacpp", "openai", "extractive"],
+        description="Order in which cleared, available providers are tried.",
+    )
+    health_ttl_s: float = Field(default=10.0, ge=0, description="Cache of provider health.")
+
+
+class BotSettings(BaseModel):
+    max_message_chars: int = Field(default=4000, ge=1)
+    max_turns: int = Field(default=20, ge=1)
+    max_body_bytes: int = Field(default=64_000, ge=1024)
+    min_relevance: float = Field(
+        default=0.80, description="Top dense similarity below which the bot says it does not know."
+    )
+    contact: str = "Göteborgs Stads kontaktcenter, 031-365 00 00, goteborg.se"
+
+
+class AuditSettings(BaseModel):
+    url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite at <data_dir>/audit.db."
+    )
+    store_question: Literal["redacted", "none"] = "redacted"
+    retention_days: int = Field(default=180, ge=1)
+
+
+class AuthSettings(BaseModel):
+    keys_file: Path | None = Field(
+        default=None, description="Hashed API keys (default: <data_dir>/keys.json)."
+    )
+    jwks_file: Path | None = Field(default=None, description="JWKS for bearer tokens (OIDC).")
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_role_claim: str = "gbg_role"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="GBG_",
@@ -86,7 +156,29 @@ class Settings(BaseSettings):
     chunking: ChunkSettings = ChunkSettings()
     web: WebSettings = WebSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+    bot: BotSettings = BotSettings()
+    audit: AuditSettings = AuditSettings()
+    auth: AuthSettings = AuthSettings()
 
     @property
     def chroma_path(self) -> Path:
         return self.chroma.path or (self.data_dir / "chroma")
+
+    @property
+    def audit_url(self) -> str:
+        return self.audit.url or f"sqlite:///{(self.data_dir / 'audit.db').resolve()}"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.auth.keys_file or (self.data_dir / "keys.json")
+
+    @model_validator(mode="after")
+    def _cloud_never_sensitive(self) -> Settings:
+        for name, p in self.llm.providers.items():
+            if p.where == "cloud" and p.cleared_for == "sensitive":
+                raise ValueError(
+                    f"provider {name!r} runs in the cloud and cannot be cleared for sensitive "
+                    "data; clear it for 'internal' at most"
+                )
+        return self

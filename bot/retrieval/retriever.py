@@ -239,7 +239,12 @@ class HybridRetriever:
         k: int | None = None,
         mode: Mode | None = None,
         neighbors: int | None = None,
+        query_vec: np.ndarray | None = None,
     ) -> list[RetrievedChunk]:
+        """Top ``k`` chunks for ``query`` from the corpora ``role`` may read.
+
+        ``query_vec`` lets a caller that embeds many queries in a batch pass the vector in.
+        """
         s = self.settings
         k = k or s.k
         mode = mode or s.mode
@@ -253,7 +258,7 @@ class HybridRetriever:
         dense_rank: list[str] = []
         bm25_rank: list[str] = []
         if mode in ("hybrid", "dense"):
-            qv = self.embedder.embed_query_vector(query)
+            qv = self.embedder.embed_query_vector(query) if query_vec is None else query_vec
             for cid, sim, doc, meta in self.dense_search(qv, role, names, n, lang):
                 by_id[cid] = RetrievedChunk(cid, doc, meta, 0.0, dense=sim)
                 dense_rank.append(cid)

@@ -1,0 +1,109 @@
+"""Retrieval latency at 10k and 100k chunks on the embedded store.
+
+    python bench/retrieval.py [--sizes 10000 100000] [--queries 200]
+
+Vectors: real multilingual-e5-small passage embeddings of SweQUAD-MC and SweFAQ chunks (taken
+from the evaluation stores that `gbg eval retrieval` builds, embedded on first use), replicated
+to the target size with small Gaussian perturbations (each copy re-normalised), so the index has
+the neighbourhood structure of real text vectors. Texts are the real chunk texts. Queries are real
+SweQUAD-MC questions, embedded inside the timed call (query embedding included).
+Prints p50/p95 of a full retrieval call (hybrid, dense, bm25) per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bot.access import Role  # noqa: E402
+from bot.retrieval.retriever import HybridRetriever  # noqa: E402
+from eval.datasets import load_retrieval_dataset  # noqa: E402
+from eval.retrieval import build_store, dataset_settings  # noqa: E402
+from gbg.settings import Settings  # noqa: E402
+from ingest.embedders import get_embedder  # noqa: E402
+from ingest.store import ChromaStore  # noqa: E402
+
+
+def real_vectors(settings: Settings, data: Path) -> tuple[np.ndarray, list[str], list[dict]]:
+    emb = get_embedder(settings.embedder)
+    vecs, texts, metas = [], [], []
+    for name, folder in (("swequad-mc", "swequad_mc"), ("swefaq", "swefaq")):
+        ds = load_retrieval_dataset(name, data / folder)
+        s = dataset_settings(settings, ds)
+        build_store(s, emb)
+        col = ChromaStore.from_settings(s).get(name)
+        assert col is not None
+        for _, meta, doc, vec in col.iter_records(include=["metadatas", "documents", "embeddings"]):
+            vecs.append(np.asarray(vec, dtype=np.float32))
+            texts.append(str(doc))
+            metas.append(meta)
+    return np.stack(vecs), texts, metas
+
+
+def build(path: Path, n: int, vecs: np.ndarray, texts: list[str], metas: list[dict],
+          rng: np.random.Generator) -> Settings:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s.data_dir = path
+    store = ChromaStore.from_settings(s)
+    col = store.client.get_or_create_collection(
+        "bench", metadata={"audience": "public", "sensitivity": "public", "last_ingest": "x"},
+        configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    batch = 5000
+    for start in range(0, n, batch):
+        idx = np.arange(start, min(n, start + batch)) % len(vecs)
+        noise = rng.normal(0, 0.015, size=(len(idx), vecs.shape[1])).astype(np.float32)
+        v = vecs[idx] + noise * (np.arange(start, start + len(idx)) >= len(vecs))[:, None]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        ids = [f"c{i}" for i in range(start, start + len(idx))]
+        md = [{**{k: metas[j][k] for k in ("source", "title", "section", "lang")},
+               "corpus": "bench", "audience": "public", "sensitivity": "public",
+               "chunk_index": i, "doc_id": str(metas[j].get("doc_id", ""))}
+              for i, j in zip(range(start, start + len(idx)), idx, strict=True)]
+        col.add(ids=ids, embeddings=v, documents=[texts[j] for j in idx], metadatas=md)
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared/data")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--queries", type=int, default=200)
+    args = ap.parse_args()
+    base = Settings()
+    vecs, texts, metas = real_vectors(base, args.data)
+    questions = [q.question for q in load_retrieval_dataset(
+        "swequad-mc", args.data / "swequad_mc").queries][: args.queries]
+    emb = get_embedder(base.embedder)
+    rng = np.random.default_rng(7)
+    print(f"real passage vectors: {len(vecs)} (SweQUAD-MC + SweFAQ chunks, e5-small); "
+          f"{len(questions)} real SweQUAD-MC questions; query embedding inside the timing")
+    print(f"{'chunks':>8} {'mode':<7} {'p50 ms':>8} {'p95 ms':>8}   (index build s)")
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            s = build(Path(tmp), n, vecs, texts, metas, rng)
+            r = HybridRetriever(ChromaStore.from_settings(s), emb, s.retrieval)
+            r.index_for(Role.public)
+            built = time.perf_counter() - t
+            for q in questions[:5]:
+                r.retrieve(q)  # warm up
+            for mode in ("hybrid", "dense", "bm25"):
+                times = []
+                for q in questions:
+                    t0 = time.perf_counter()
+                    r.retrieve(q, mode=mode)
+                    times.append((time.perf_counter() - t0) * 1000)
+                print(f"{n:>8} {mode:<7} {np.percentile(times, 50):>8.1f} "
+                      f"{np.percentile(times, 95):>8.1f}   ({built:.0f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""The HTTP API (FastAPI). Routes are thin: they authenticate, validate, call the service and
+translate its errors to status codes. Bad input gets a 4xx with a reason, never a 500."""
+
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.access import Role, can_read
+from bot.audit import AuditRecord, UnknownRequestError
+from bot.auth import InvalidCredentialsError, KeyStore, Principal
+from bot.retrieval.retriever import CorpusNotPermittedError, UnknownCorpusError
+from bot.schemas import ChatIn, ChatOut, CorpusOut, ErrorOut, FeedbackIn
+from bot.service import ChatRequest, ChatResult, ChatService, Message as ChatMessage
+from gbg.settings import Settings
+
+log = logging.getLogger("bot.api")
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413, also when no Content-Length is sent."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def create_app(settings: Settings | None = None, service: ChatService | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state: dict[str, Any] = {"service": service}
+
+    def get_service() -> ChatService:
+        if state["service"] is None:
+            state["service"] = build_service(settings)
+        svc: ChatService = state["service"]
+        return svc
+
+    keys = KeyStore(settings.keys_path)
+    app = FastAPI(
+        title="gbg-assist",
+        version="0.1.0",
+        description="Göteborgs Stad's assistant API: cited answers from the city's documents; "
+        "personal and sensitive data stays on the city's machines. Every answer is AI-generated.",
+        responses={422: {"model": ErrorOut}},
+    )
+    app.add_middleware(BodyLimit, limit=settings.bot.max_body_bytes)
+
+    @app.middleware("http")
+    async def audit_every_request(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.request_id = uuid.uuid4().hex
+        request.state.role = Role.public
+        request.state.audited = False
+        started = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        if not request.state.audited and request.url.path not in ("/healthz",):
+            try:
+                get_service().audit.write(AuditRecord(
+                    request_id=request.state.request_id, endpoint=request.url.path[:32],
+                    status=response.status_code, role=request.state.role.value,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                ))
+            except Exception:  # the audit store being down must not hide the answer's status
+                log.exception("audit write failed")
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        parts = []
+        for e in errs[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
+
+    def principal(
+        request: Request,
+        x_api_key: Annotated[str | None, Header(description="API key for staff roles.")] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Principal:
+        key = x_api_key
+        if not key and authorization and authorization.lower().startswith("bearer "):
+            key = authorization[7:].strip()
+        try:
+            p = keys.authenticate(key)
+        except InvalidCredentialsError as exc:
+            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from exc
+        request.state.role = p.role
+        return p
+
+    Caller = Annotated[Principal, Depends(principal)]
+    Svc = Annotated[ChatService, Depends(get_service)]
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], responses={503: {"model": ErrorOut}})
+    def readyz(svc: Svc) -> JSONResponse:
+        """Chroma and the configured providers answer."""
+        chroma = svc.retriever.store.heartbeat()
+        providers = {name: svc.provider_available(name) for name in svc.providers}
+        ok = chroma and any(providers.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "chroma": chroma, "providers": providers},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/v1/corpora", response_model=list[CorpusOut], tags=["chat"])
+    def corpora(svc: Svc, caller: Caller) -> list[CorpusOut]:
+        """The corpora the caller may read, with their labels."""
+        out = []
+        for name, meta in sorted(svc.retriever.corpora().items()):
+            if not can_read(caller.role, str(meta.get("audience"))):
+                continue
+            out.append(CorpusOut(
+                name=name, title=str(meta.get("title", name)),
+                description=str(meta.get("description", "")),
+                audience=str(meta.get("audience")), sensitivity=str(meta.get("sensitivity")),
+                languages=[x for x in str(meta.get("languages", "")).split(",") if x],
+                chunks=int(meta.get("chunks", 0)),
+                documents=int(meta["documents"]) if "documents" in meta else None,
+                last_ingest=str(meta.get("last_ingest")) if meta.get("last_ingest") else None,
+                readable=True,
+            ))
+        return out
+
+    def to_request(body: ChatIn, caller: Principal, request: Request) -> ChatRequest:
+        s = settings.bot
+        if len(body.messages) > s.max_turns:
+            raise HTTPException(422, f"too many turns: {len(body.messages)} > {s.max_turns}")
+        for i, m in enumerate(body.messages):
+            if len(m.content) > s.max_message_chars:
+                raise HTTPException(
+                    422, f"messages[{i}].content longer than {s.max_message_chars} characters"
+                )
+            if not m.content.strip():
+                raise HTTPException(422, f"messages[{i}].content is blank")
+        if body.messages[-1].role != "user":
+            raise HTTPException(422, "the last message must be the user's question")
+        return ChatRequest(
+            messages=[ChatMessage(m.role, m.content) for m in body.messages],
+            role=caller.role, corpora=body.corpora, lang=body.lang,
+            request_id=request.state.request_id,
+        )
+
+    def plan_errors(exc: Exception) -> HTTPException:
+        if isinstance(exc, UnknownCorpusError):
+            return HTTPException(422, str(exc))
+        if isinstance(exc, CorpusNotPermittedError):
+            return HTTPException(403, str(exc))
+        return HTTPException(503, f"the document store is unavailable: {type(exc).__name__}")
+
+    @app.post(
+        "/v1/chat",
+        response_model=ChatOut,
+        tags=["chat"],
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream"},
+            401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut},
+            503: {"model": ErrorOut},
+        },
+    )
+    def chat(body: ChatIn, request: Request, caller: Caller, svc: Svc) -> Response:
+        """Answer the last user message from the documents the caller may read, with citations."""
+        req = to_request(body, caller, request)
+        headers = {"X-AI-Generated": "true", "X-Request-ID": req.request_id}
+        events = svc.stream(req)
+        try:
+            first = next(events)  # plans the request: bad corpora etc. surface here as 4xx
+        except (UnknownCorpusError, CorpusNotPermittedError) as exc:
+            raise plan_errors(exc) from exc
+        except Exception as exc:
+            log.exception("chat planning failed")
+            raise plan_errors(exc) from exc
+
+        def finish(result: ChatResult) -> dict[str, Any]:
+            svc.audit.write(svc.audit_record(result, caller.role))
+            request.state.audited = True
+            payload = asdict(result)
+            for k in ("query", "chunk_ids", "corpora"):
+                payload.pop(k, None)
+            return payload
+
+        if not body.stream:
+            final = first
+            for ev in events:
+                final = ev
+            payload = finish(final["result"])
+            return JSONResponse(payload, headers={**headers, "X-AI-Provider": str(payload["provider"]),
+                                                   "X-AI-Model": str(payload["model"])})
+
+        request.state.audited = True  # the stream writes its own record when it ends
+
+        def sse() -> Iterator[bytes]:
+            done = False
+            try:
+                for ev in [first, *[]]:
+                    yield _sse_event(ev, finish)
+                    done = ev["type"] == "final"
+                for ev in events:
+                    yield _sse_event(ev, finish)
+                    done = done or ev["type"] == "final"
+            finally:
+                if not done:
+                    log.info("client left before the end of request %s", req.request_id)
+
+        return StreamingResponse(sse(), media_type="text/event-stream",
+                                 headers={**headers, "Cache-Control": "no-cache"})
+
+    @app.post("/v1/feedback", tags=["chat"], status_code=201,
+              responses={404: {"model": ErrorOut}})
+    def feedback(body: FeedbackIn, caller: Caller, svc: Svc) -> dict[str, str]:
+        """Rate an answer by its request id."""
+        comment = svc.detector.redact(body.comment) if body.comment else None
+        try:
+            svc.audit.feedback(body.request_id, body.rating, comment)
+        except UnknownRequestError as exc:
+            raise HTTPException(404, f"unknown request id {body.request_id}") from exc
+        return {"status": "stored", "request_id": body.request_id}
+
+    return app
+
+
+def _sse_event(ev: dict[str, Any], finish: Callable[[ChatResult], dict[str, Any]]) -> bytes:
+    if ev["type"] == "final":
+        data = finish(ev["result"])
+        return f"event: final\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+    if ev["type"] == "reset":
+        return b"event: reset\ndata: {}\n\n"
+    return f"event: token\ndata: {json.dumps({'text': ev['text']}, ensure_ascii=False)}\n\n".encode()
+
+
+def build_service(settings: Settings) -> ChatService:
+    from bot.audit import AuditStore
+    from bot.llm.registry import build_providers
+    from bot.retrieval.retriever import HybridRetriever
+    from bot.sensitivity import Detector
+    from ingest.embedders import get_embedder
+    from ingest.store import ChromaStore
+
+    store = ChromaStore.from_settings(settings)
+    embedder = get_embedder(settings.embedder)
+    retriever = HybridRetriever(store, embedder, settings.retrieval)
+    detector = build_detector(retriever)
+    return ChatService(settings, retriever, build_providers(settings),
+                       AuditStore(settings.audit_url), detector)
+
+
+def build_detector(retriever: Any) -> Any:
+    """Client names from the sensitive corpora; capitalised words of public corpora as places."""
+    import re
+
+    from bot.sensitivity import Detector
+
+    names: set[str] = set()
+    public_caps: set[str] = set()
+    name_re = re.compile(r"\b[A-ZÅÄÖ][a-zåäöéü]+(?:-[A-ZÅÄÖ][a-zåäöéü]+)? [A-ZÅÄÖ][a-zåäöéü]+\b")
+    for name, meta in retriever.corpora().items():
+        col = retriever.store.get(name)
+        if col is None:
+            continue
+        sens = str(meta.get("sensitivity"))
+        for _, m, doc, _ in col.iter_records(include=["metadatas", "documents"]):
+            text = f"{m.get('title', '')}\n{doc or ''}"
+            if sens == "sensitive":
+                names.update(name_re.findall(text))
+            elif sens == "public":
+                public_caps.update(w.lower() for w in re.findall(r"\b[A-ZÅÄÖ][\wåäöé]+", text))
+    # A "name" that also occurs in public texts (e.g. a street or a sight) is not a client.
+    names = {n for n in names if n.split()[0].lower() not in public_caps or
+             n.split()[-1].lower() not in public_caps}
+    return Detector(client_names=frozenset(names), public_terms=frozenset(public_caps))
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory bot.api:app_factory` (several workers)."""
+    return create_app(Settings())

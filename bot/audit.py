@@ -1,0 +1,162 @@
+"""The audit log: one record per request, feedback attached later. SQLite by default, any
+SQLAlchemy URL (PostgreSQL) when configured. Questions are stored redacted or not at all."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+
+audit_table = Table(
+    "audit",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("time", DateTime(timezone=True), nullable=False, index=True),
+    Column("endpoint", String(32), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("level", String(16), nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("provider", String(64)),
+    Column("model", String(128)),
+    Column("location", String(16)),
+    Column("corpora", JSON, nullable=False),
+    Column("chunk_ids", JSON, nullable=False),
+    Column("refused", Boolean, nullable=False),
+    Column("refusal_reason", String(64)),
+    Column("grounded", Boolean),
+    Column("lang", String(4)),
+    Column("latency_ms", Float),
+    Column("question", Text),  # redacted, or NULL
+    Column("feedback_rating", Integer),
+    Column("feedback_comment", Text),
+    Column("feedback_time", DateTime(timezone=True)),
+)
+
+
+@dataclass
+class AuditRecord:
+    request_id: str
+    endpoint: str
+    status: int
+    role: str
+    level: str = "public"
+    reasons: list[str] = field(default_factory=list)
+    provider: str | None = None
+    model: str | None = None
+    location: str | None = None
+    corpora: list[str] = field(default_factory=list)
+    chunk_ids: list[str] = field(default_factory=list)
+    refused: bool = False
+    refusal_reason: str | None = None
+    grounded: bool | None = None
+    lang: str | None = None
+    latency_ms: float | None = None
+    question: str | None = None
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class UnknownRequestError(Exception):
+    pass
+
+
+class AuditStore:
+    def __init__(self, url: str) -> None:
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            from pathlib import Path
+
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        metadata.create_all(self.engine)
+
+    def write(self, rec: AuditRecord) -> None:
+        row = {k: v for k, v in rec.__dict__.items()}
+        with self.engine.begin() as conn:
+            conn.execute(insert(audit_table).values(**row))
+
+    def feedback(self, request_id: str, rating: int, comment: str | None) -> None:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(audit_table)
+                .where(audit_table.c.request_id == request_id)
+                .values(feedback_rating=rating, feedback_comment=comment,
+                        feedback_time=datetime.now(UTC))
+            )
+            if res.rowcount == 0:
+                raise UnknownRequestError(request_id)
+
+    def get(self, request_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(audit_table).where(audit_table.c.request_id == request_id)
+            ).mappings().first()
+        return dict(row) if row else None
+
+    def query(self, level: str | None = None, provider: str | None = None,
+              refused: bool | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        stmt = select(audit_table).order_by(audit_table.c.time.desc()).limit(limit)
+        if level:
+            stmt = stmt.where(audit_table.c.level == level)
+        if provider:
+            stmt = stmt.where(audit_table.c.provider == provider)
+        if refused is not None:
+            stmt = stmt.where(audit_table.c.refused == refused)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return len(conn.execute(select(audit_table.c.request_id)).all())
+
+    def purge(self, older_than_days: int) -> int:
+        cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
+        with self.engine.begin() as conn:
+            return int(conn.execute(delete(audit_table).where(audit_table.c.time < cutoff)).rowcount)
+
+    def export(self, fmt: str = "json") -> str:
+        rows = self.query(limit=10**9)
+        for r in rows:
+            for k, v in list(r.items()):
+                if isinstance(v, datetime):
+                    r[k] = v.isoformat()
+        if fmt == "json":
+            return json.dumps(rows, ensure_ascii=False, indent=1)
+        buf = io.StringIO()
+        if rows:
+            w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, list | dict)
+                            else v for k, v in r.items()})
+        return buf.getvalue()

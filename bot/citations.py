@@ -1,0 +1,247 @@
+"""Citation verification: every sentence that cites source [n] must be supported by it.
+
+A sentence is supported by its cited sources when
+- every number in it (amounts, times, dates, phone numbers, counts, also written as words) occurs
+  in those sources,
+- it does not flip a negation of the source sentence it matches best, and
+- its content words are found in those sources (stemmed, compounds split), or, when the words do
+  not settle it (a paraphrase, or an English answer over Swedish sources), its embedding is close
+  enough to a sentence of those sources.
+A sentence without a citation counts as unsupported unless it only says that the answer is not
+known or where to turn; an answer with no citation at all is ungrounded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import sentencex
+
+from bot.llm.base import Source
+from bot.retrieval.lexical import Decompounder, stem, swedish_lexicon, words
+from ingest.embedders import Embedder
+
+_MARK = re.compile(r"\[(\d{1,2})\]")
+_NUMBER_WORDS = {
+    "en": "zero one two three four five six seven eight nine ten eleven twelve".split(),
+    "sv": "noll en två tre fyra fem sex sju åtta nio tio elva tolv".split(),
+}
+_NUMBER_WORDS_EXTRA = {"ett": 1, "första": 1, "andra": 2, "tredje": 3, "first": 1, "second": 2,
+                       "third": 3, "twice": 2, "tvåhundra": 200, "hundra": 100, "hundred": 100}
+_NEGATIONS = frozenset(
+    "inte ej icke aldrig ingen inget inga utan not no never without cannot can't don't doesn't "
+    "isn't aren't won't none".split()
+)
+_META = re.compile(
+    r"(vet inte|känner inte till|hittar inget|hittar ingen|inte information|framgår inte|"
+    r"kontaktcenter|031-365 ?00 ?00|goteborg\.se|do not know|don't know|could not find|"
+    r"cannot find|no information|contact centre|contact center|the sources are in swedish)",
+    flags=re.I,
+)
+
+
+@dataclass(frozen=True)
+class SentenceCheck:
+    sentence: str
+    cited: tuple[int, ...]
+    supported: bool
+    reason: str  # "ok", "no_citation", "unknown_source", "number", "negation", "content", "meta"
+    lexical: float = 0.0
+    similarity: float | None = None
+
+
+@dataclass
+class Verification:
+    checks: list[SentenceCheck] = field(default_factory=list)
+
+    @property
+    def cited_any(self) -> bool:
+        return any(c.cited for c in self.checks)
+
+    @property
+    def unsupported(self) -> list[SentenceCheck]:
+        return [c for c in self.checks if not c.supported]
+
+    @property
+    def grounded(self) -> bool:
+        """At least one supported cited sentence and no unsupported one."""
+        return self.cited_any and not self.unsupported and any(
+            c.supported and c.cited for c in self.checks
+        )
+
+    def kept_text(self) -> str:
+        return " ".join(c.sentence for c in self.checks if c.supported).strip()
+
+
+def split_cited_sentences(answer: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Sentences with the [n] markers that belong to them (a marker right after a full stop
+    belongs to the sentence before it)."""
+    pieces = [p.strip() for p in sentencex.segment("sv", answer.strip()) if p.strip()]
+    merged: list[str] = []
+    for p in pieces:
+        m = re.match(r"^((?:\[\d{1,2}\]\s*)+)(.*)$", p, flags=re.S)
+        if m and merged:
+            merged[-1] = f"{merged[-1]} {m.group(1).strip()}"
+            p = m.group(2).strip()
+            if not p:
+                continue
+        merged.append(p)
+    out = []
+    for s in merged:
+        cited = tuple(dict.fromkeys(int(n) for n in _MARK.findall(s)))
+        out.append((s, cited))
+    return out
+
+
+def _normalise_numbers(text: str) -> set[str]:
+    """Numbers as digit strings: '1 250 kr' -> 1250, '031-365 00 00' -> 0313650000, '14.30' ->
+    1430, 'fyra' -> 4."""
+    t = text.lower()
+    found: set[str] = set()
+    # phone-like and grouped digits: digits separated by single spaces/hyphens inside a run
+    for m in re.finditer(r"(?<![\w])\+?\d[\d \-]*\d|\d", t):
+        run = m.group(0)
+        digits = re.sub(r"\D", "", run)
+        found.add(digits.lstrip("0") or "0")
+        for part in re.split(r"[ \-]", run):
+            d = re.sub(r"\D", "", part)
+            if d:
+                found.add(d.lstrip("0") or "0")
+    for m in re.finditer(r"\d+[.:,]\d+", t):
+        found.add(re.sub(r"\D", "", m.group(0)).lstrip("0") or "0")
+    for lang_words in _NUMBER_WORDS.values():
+        for i, w in enumerate(lang_words):
+            if re.search(rf"\b{w}\b", t):
+                found.add(str(i))
+    for w, v in _NUMBER_WORDS_EXTRA.items():
+        if re.search(rf"\b{w}\b", t):
+            found.add(str(v))
+    return found
+
+
+def claim_numbers(text: str) -> set[str]:
+    """Numbers a claim asserts (digits, and number words other than the article 'en'/'ett')."""
+    t = _MARK.sub(" ", text).lower()
+    nums: set[str] = set()
+    for m in re.finditer(r"(?<![\w])\+?\d[\d \-.:,]*\d|\d", t):
+        run = m.group(0)
+        if re.fullmatch(r"\d+[.:,]\d+", run):
+            nums.add(re.sub(r"\D", "", run).lstrip("0") or "0")
+            continue
+        # A run like "3 år" stops at letters; "031-365 00 00" keeps its groups together.
+        nums.add(re.sub(r"\D", "", run).lstrip("0") or "0")
+    for lang, lang_words in _NUMBER_WORDS.items():
+        for i, w in enumerate(lang_words):
+            if lang == "sv" and w in ("en", "noll"):
+                continue
+            if lang == "en" and w in ("one", "zero"):
+                continue
+            if re.search(rf"\b{w}\b", t):
+                nums.add(str(i))
+    return nums
+
+
+def _content_stems(text: str) -> list[str]:
+    return [stem(w, "sv") for w in words(_MARK.sub(" ", text)) if len(w) > 2 and not w.isdigit()]
+
+
+class CitationVerifier:
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        lexical_ok: float = 0.75,
+        lexical_floor: float = 0.34,
+        similarity_ok: float = 0.88,
+    ) -> None:
+        self.embedder = embedder
+        self.lexical_ok = lexical_ok
+        self.lexical_floor = lexical_floor
+        self.similarity_ok = similarity_ok
+        self._decompounder: Decompounder | None = None
+
+    def _parts(self) -> Decompounder:
+        if self._decompounder is None:
+            self._decompounder = Decompounder(swedish_lexicon())
+        return self._decompounder
+
+    def _source_stems(self, text: str) -> set[str]:
+        out: set[str] = set()
+        for w in words(text):
+            out.add(stem(w, "sv"))
+            out.add(stem(w, "en"))
+            out.update(stem(p, "sv") for p in self._parts().split(w))
+        return out
+
+    def _lexical(self, claim: str, source_text: str) -> float:
+        stems = _content_stems(claim)
+        if not stems:
+            return 1.0
+        have = self._source_stems(source_text)
+        hits = 0
+        for s in stems:
+            if s in have or any(len(s) >= 5 and s in h for h in have):
+                hits += 1
+        return hits / len(stems)
+
+    def _best_sentence(self, claim: str, sources: Sequence[Source]) -> str:
+        cs = set(_content_stems(claim))
+        best, best_n = "", -1
+        for src in sources:
+            for sent in sentencex.segment(src.lang or "sv", src.text):
+                n = len(cs & set(_content_stems(sent)))
+                if n > best_n:
+                    best, best_n = sent, n
+        return best
+
+    def _similarity(self, claim: str, sources: Sequence[Source]) -> float | None:
+        if self.embedder is None:
+            return None
+        sents = [s for src in sources for s in sentencex.segment(src.lang or "sv", src.text)
+                 if len(s.strip()) > 10]
+        if not sents:
+            return 0.0
+        q = self.embedder.embed_passages([_MARK.sub("", claim)])[0]
+        p = self.embedder.embed_passages(sents)
+        windows = [" ".join(sents[i : i + 2]) for i in range(len(sents) - 1)]
+        if windows:
+            p = np.vstack([p, self.embedder.embed_passages(windows)])
+        return float(np.max(p @ q))
+
+    def check_sentence(self, sentence: str, cited: tuple[int, ...],
+                       sources: dict[int, Source]) -> SentenceCheck:
+        if not cited:
+            if _META.search(sentence):
+                return SentenceCheck(sentence, cited, True, "meta")
+            return SentenceCheck(sentence, cited, False, "no_citation")
+        if any(n not in sources for n in cited):
+            return SentenceCheck(sentence, cited, False, "unknown_source")
+        cited_sources = [sources[n] for n in cited]
+        text = "\n".join(s.text for s in cited_sources)
+        missing = claim_numbers(sentence) - _normalise_numbers(text)
+        if missing:
+            return SentenceCheck(sentence, cited, False, "number")
+        lex = self._lexical(sentence, text)
+        best = self._best_sentence(sentence, cited_sources)
+        neg_claim = bool(set(words_with_stop(sentence)) & _NEGATIONS)
+        neg_src = bool(set(words_with_stop(best)) & _NEGATIONS)
+        if lex >= self.lexical_floor and neg_claim != neg_src:
+            return SentenceCheck(sentence, cited, False, "negation", lex)
+        if lex >= self.lexical_ok:
+            return SentenceCheck(sentence, cited, True, "ok", lex)
+        sim = self._similarity(sentence, cited_sources)
+        if sim is not None and sim >= self.similarity_ok and lex >= self.lexical_floor / 2:
+            return SentenceCheck(sentence, cited, True, "ok", lex, sim)
+        return SentenceCheck(sentence, cited, False, "content", lex, sim)
+
+    def verify(self, answer: str, sources: Sequence[Source]) -> Verification:
+        by_n = {s.n: s for s in sources}
+        return Verification(
+            [self.check_sentence(s, c, by_n) for s, c in split_cited_sentences(answer)]
+        )
+
+
+def words_with_stop(text: str) -> list[str]:
+    return re.findall(r"[^\W_]+(?:'t)?", text.lower())

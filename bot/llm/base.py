@@ -1,0 +1,62 @@
+"""One small interface for every answer generator (STYLE 1): a provider streams text for a
+generation request. Prompts are built in ``bot.prompts``; providers only speak their wire protocol.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ingest.manifest import Sensitivity
+
+
+class ProviderError(Exception):
+    """The provider failed or is unreachable. Never carries prompt text (it may be sensitive)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    n: int
+    title: str
+    text: str
+    lang: str = "sv"
+    section: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    question: str
+    lang: Literal["sv", "en"]
+    sources: list[Source] = field(default_factory=list)
+
+
+class ChatProvider(ABC):
+    """An answer generator. ``name`` is the configured name, ``kind`` the backend."""
+
+    name: str
+    kind: Literal["ollama", "openai", "llamacpp", "extractive"]
+    model: str
+    location: Literal["local", "cloud"]
+    clearance: Sensitivity
+
+    @abstractmethod
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield pieces of the answer text as they are produced."""
+
+    def generate(self, request: GenerationRequest) -> str:
+        return "".join(self.stream(request))
+
+    def healthy(self) -> bool:
+        """Whether the provider answers now (cheap; called by /readyz and routing)."""
+        return True
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "model": self.model,
+            "location": self.location,
+            "clearance": str(self.clearance),
+        }

@@ -1,0 +1,130 @@
+"""Retrieval evaluation: dense only, BM25 only and hybrid over the same chunks in one run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.access import Role
+from bot.retrieval.retriever import HybridRetriever, Mode
+from eval.datasets import RetrievalDataset
+from eval.metrics import RankingScores, dedupe, score_rankings
+from gbg.settings import Settings
+from ingest.embedders import Embedder
+from ingest.manifest import discover_manifests
+from ingest.pipeline import IngestReport, ingest_all
+from ingest.store import ChromaStore
+
+MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
+
+_MANIFEST = """name = "{name}"
+title = "{name} (evaluation corpus)"
+audience = "public"
+sensitivity = "public"
+languages = ["sv"]
+[license]
+name = "CC BY 4.0"
+attribution = "{attribution}"
+[[sources]]
+type = "files"
+include = ["docs/*.jsonl"]
+"""
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    mode: Mode
+    scores: RankingScores
+    p50_ms: float
+    p95_ms: float
+
+
+def dataset_settings(settings: Settings, dataset: RetrievalDataset) -> Settings:
+    """A store of its own per dataset under the data dir, reused (incrementally) across runs."""
+    root = settings.data_dir / "eval" / dataset.name
+    corpus_dir = root / "corpora" / dataset.name
+    docs = corpus_dir / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    link = docs / "corpus.jsonl"
+    if link.is_symlink() or link.exists():
+        if link.resolve() != dataset.corpus_path.resolve():
+            link.unlink()
+    if not link.exists():
+        link.symlink_to(dataset.corpus_path.resolve())
+    (corpus_dir / "corpus.toml").write_text(
+        _MANIFEST.format(name=dataset.name, attribution=dataset.attribution), encoding="utf-8"
+    )
+    s = settings.model_copy(deep=True)
+    s.corpora_dir = root / "corpora"
+    s.data_dir = root
+    s.chroma.path = None
+    s.chroma.host = None
+    return s
+
+
+def build_store(settings: Settings, embedder: Embedder) -> IngestReport:
+    return ingest_all(
+        settings, discover_manifests(settings.corpora_dir), ChromaStore.from_settings(settings),
+        embedder,
+    )
+
+
+def evaluate_retrieval(
+    settings: Settings,
+    embedder: Embedder,
+    dataset: RetrievalDataset,
+    modes: Sequence[Mode] = MODES,
+    depth: int = 40,
+    on_query: Callable[[], None] | None = None,
+) -> list[ModeResult]:
+    """Rank documents for every query in each mode and score them against the gold ids."""
+    retriever = HybridRetriever(ChromaStore.from_settings(settings), embedder, settings.retrieval)
+    retriever.index_for(Role.public)
+    qvecs = embedder.embed_queries([q.question for q in dataset.queries])
+    results = []
+    for mode in modes:
+        runs: list[tuple[list[str], set[str]]] = []
+        times: list[float] = []
+        for q, qv in zip(dataset.queries, qvecs, strict=True):
+            t = time.perf_counter()
+            hits = retriever.retrieve(q.question, Role.public, k=depth, mode=mode, query_vec=qv)
+            times.append((time.perf_counter() - t) * 1000)
+            ranked = dedupe(str(h.metadata.get("doc_id", "")) for h in hits)
+            runs.append((ranked, set(q.gold_doc_ids)))
+            if on_query:
+                on_query()
+        results.append(
+            ModeResult(mode, score_rankings(runs), float(np.percentile(times, 50)),
+                       float(np.percentile(times, 95)))
+        )
+    return results
+
+
+def results_as_dict(dataset: RetrievalDataset, results: Sequence[ModeResult],
+                    ingest: IngestReport | None = None, extra: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    return {
+        "dataset": dataset.name,
+        "queries": len(dataset.queries),
+        "attribution": dataset.attribution,
+        "modes": {
+            r.mode: {**r.scores.as_dict(), "p50_ms": round(r.p50_ms, 2), "p95_ms": round(r.p95_ms, 2)}
+            for r in results
+        },
+        "chunks": ingest.total("chunks_total") if ingest else None,
+        **(extra or {}),
+    }
+
+
+def write_report(reports_dir: Path, payload: dict[str, Any]) -> Path:
+    import json
+
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / f"retrieval-{payload['dataset']}.json"
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
