@@ -20,7 +20,7 @@ from ingest.manifest import discover_manifests
 from ingest.pipeline import IngestReport, ingest_all
 from ingest.store import ChromaStore
 
-MODES: tuple[Mode, ...] = ("dense", "bm25", "hybrid")
+MODES: tuple[str, ...] = ("dense", "bm25", "hybrid", "hybrid-zscore")
 
 _MANIFEST = """name = "{name}"
 title = "{name} (evaluation corpus)"
@@ -38,7 +38,7 @@ include = ["docs/*.jsonl"]
 
 @dataclass(frozen=True)
 class ModeResult:
-    mode: Mode
+    mode: str
     scores: RankingScores
     p50_ms: float
     p95_ms: float
@@ -78,7 +78,7 @@ def evaluate_retrieval(
     settings: Settings,
     embedder: Embedder,
     dataset: RetrievalDataset,
-    modes: Sequence[Mode] = MODES,
+    modes: Sequence[str] = MODES,
     depth: int = 40,
     on_query: Callable[[], None] | None = None,
 ) -> list[ModeResult]:
@@ -92,7 +92,10 @@ def evaluate_retrieval(
         times: list[float] = []
         for q, qv in zip(dataset.queries, qvecs, strict=True):
             t = time.perf_counter()
-            hits = retriever.retrieve(q.question, Role.public, k=depth, mode=mode, query_vec=qv)
+            base: Mode = "hybrid" if mode.startswith("hybrid") else mode  # type: ignore[assignment]
+            fusion = "zscore" if mode == "hybrid-zscore" else "rrf"
+            hits = retriever.retrieve(q.question, Role.public, k=depth, mode=base, query_vec=qv,
+                                      fusion=fusion)
             times.append((time.perf_counter() - t) * 1000)
             ranked = dedupe(str(h.metadata.get("doc_id", "")) for h in hits)
             runs.append((ranked, set(q.gold_doc_ids)))

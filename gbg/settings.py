@@ -59,6 +59,10 @@ class RetrievalSettings(BaseModel):
     k: int = Field(default=5, ge=1, le=50, description="Chunks returned per query.")
     candidates: int = Field(default=40, ge=1, le=500, description="Per retriever, before fusion.")
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    fusion: Literal["rrf", "zscore"] = Field(
+        default="rrf",
+        description="rrf: reciprocal rank fusion; zscore: weighted sum of z-normalised scores.",
+    )
     rrf_k: int = Field(default=60, ge=1)
     dense_weight: float = Field(default=1.0, ge=0)
     bm25_weight: float = Field(default=1.0, ge=0)

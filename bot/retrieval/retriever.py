@@ -93,6 +93,25 @@ def rrf(
     return fused
 
 
+def zscore_fusion(
+    lists: Sequence[tuple[dict[str, float], float]],
+) -> dict[str, float]:
+    """Weighted sum of z-normalised scores; a candidate missing from a list gets that list's
+    minimum, so one strong signal is not cancelled by the other's silence."""
+    fused: dict[str, float] = {}
+    keys = {k for scores, _ in lists for k in scores}
+    for scores, weight in lists:
+        if weight <= 0 or not scores:
+            continue
+        v = np.array(list(scores.values()), dtype=np.float64)
+        mu, sd = float(v.mean()), float(v.std()) or 1.0
+        floor = (float(v.min()) - mu) / sd
+        for k in keys:
+            z = (scores[k] - mu) / sd if k in scores else floor
+            fused[k] = fused.get(k, 0.0) + weight * z
+    return fused
+
+
 def jaccard(a: set[str], b: set[str]) -> float:
     if not a or not b:
         return 0.0
@@ -240,6 +259,7 @@ class HybridRetriever:
         mode: Mode | None = None,
         neighbors: int | None = None,
         query_vec: np.ndarray | None = None,
+        fusion: Literal["rrf", "zscore"] | None = None,
     ) -> list[RetrievedChunk]:
         """Top ``k`` chunks for ``query`` from the corpora ``role`` may read.
 
@@ -281,6 +301,11 @@ class HybridRetriever:
             fused = {cid: by_id[cid].dense or 0.0 for cid in dense_rank}
         elif mode == "bm25":
             fused = {cid: by_id[cid].bm25 or 0.0 for cid in bm25_rank}
+        elif (fusion or s.fusion) == "zscore":
+            fused = zscore_fusion([
+                ({c: by_id[c].dense or 0.0 for c in dense_rank}, s.dense_weight),
+                ({c: by_id[c].bm25 or 0.0 for c in bm25_rank}, s.bm25_weight),
+            ])
         else:
             fused = rrf([(dense_rank, s.dense_weight), (bm25_rank, s.bm25_weight)], s.rrf_k)
         ordered = sorted(fused, key=lambda c: -fused[c])
