@@ -195,14 +195,141 @@ def eval_retrieval(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Start the bot API (FastAPI, OpenAPI docs at /docs)."""
+    import uvicorn
+
+    _logging(False)
+    settings = Settings()
+    if not settings.chroma.host and not settings.chroma_path.exists():
+        err.print(f"[yellow]note:[/yellow] no store at {settings.chroma_path}; run `gbg ingest` first")
+    uvicorn.run("bot.api:app_factory", factory=True, host=host, port=port, workers=workers,
+                log_level="info", timeout_graceful_shutdown=10)
+
+
+@app.command("ui")
+def ui_cmd(
+    port: Annotated[int, typer.Option(help="Port of the UI.")] = 8501,
+    bot_url: Annotated[str | None, typer.Option(help="The bot's base URL.")] = None,
+) -> None:
+    """Start the Streamlit chat against a running bot (GBG_UI__BOT_URL)."""
+    import subprocess
+
+    env = dict(__import__("os").environ)
+    if bot_url:
+        env["GBG_UI__BOT_URL"] = bot_url
+    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    raise typer.Exit(subprocess.call(
+        [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"], env=env))
+
+
+@app.command()
 def up(
+    host: Annotated[str, typer.Option(help="Interface for the bot and the UI.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Bot port.")] = 8000,
+    ui_port: Annotated[int, typer.Option(help="UI port.")] = 8501,
     no_serve: Annotated[bool, typer.Option(help="Only ingest; do not start the services.")] = False,
 ) -> None:
     """Ingest what changed in the bundled corpora, then start the bot and the UI."""
+    import os
+    import signal
+    import subprocess
+    import time
+
     ingest(corpus=None, corpora_dir=None, data_dir=None, chroma_host=None, chroma_port=None,
            rebuild=False, strict=False, json_out=False, verbose=False)
     if no_serve:
         return
+    env = {**os.environ, "GBG_UI__BOT_URL": f"http://{host}:{port}"}
+    bot = subprocess.Popen([sys.executable, "-m", "gbg", "serve", "--host", host, "--port",
+                            str(port)], env=env)
+    procs = [bot]
+    ui_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    if ui_path.exists():
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ui_path), "--server.port",
+             str(ui_port), "--server.address", host, "--server.headless", "true",
+             "--browser.gatherUsageStats", "false"], env=env))
+    out.print(f"bot: http://{host}:{port}/docs   ui: http://{host}:{ui_port}   (Ctrl-C stops)")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+keys_app = typer.Typer(help="API keys for staff and care roles.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="public, staff or care")],
+    name: Annotated[str, typer.Option(help="A label, e.g. the person or team.")],
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from bot.access import Role
+    from bot.auth import KeyStore
+
+    try:
+        r = Role(role)
+    except ValueError as exc:
+        err.print("[red]error:[/red] role must be public, staff or care")
+        raise typer.Exit(2) from exc
+    key = KeyStore(Settings().keys_path).create(r, name)
+    sys.stdout.write(key + "\n")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Option(help="The key's label.")]) -> None:
+    """Remove every key with this label."""
+    from bot.auth import KeyStore
+
+    n = KeyStore(Settings().keys_path).revoke(name)
+    out.print(f"revoked {n} key(s)")
+
+
+audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+) -> None:
+    """Write the audit log (redacted) to standard output, for the AI Act documentation."""
+    from bot.audit import AuditStore
+
+    if fmt not in ("json", "csv"):
+        err.print("[red]error:[/red] --format must be json or csv")
+        raise typer.Exit(2)
+    sys.stdout.write(AuditStore(Settings().audit_url).export(fmt))
+
+
+@audit_app.command("purge")
+def audit_purge(
+    older_than_days: Annotated[int | None, typer.Option(help="Default: the retention setting.")] = None,
+) -> None:
+    """Delete audit records older than the retention period."""
+    from bot.audit import AuditStore
+
+    s = Settings()
+    n = AuditStore(s.audit_url).purge(older_than_days or s.audit.retention_days)
+    out.print(f"purged {n} record(s)")
 
 
 def main() -> None:
