@@ -41,21 +41,29 @@ class BodyLimit:
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
                 await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
                 return
+        if any(name == b"content-length" for name, _ in scope.get("headers", [])):
+            await self.app(scope, receive, send)
+            return
+        # No length announced (chunked upload): read it all, counting, then replay it.
+        body: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge()
-            return msg
+            if msg["type"] != "http.request":
+                body.append(msg)
+                break
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+                return
+            body.append(msg)
+            if not msg.get("more_body"):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _send_json(send, 413, {"detail": f"request body over {self.limit} bytes"})
+        async def replay() -> Message:
+            return body.pop(0) if body else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class _TooLarge(Exception):

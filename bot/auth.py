@@ -33,7 +33,7 @@ class InvalidCredentialsError(Exception):
 class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._cache: tuple[float, dict[str, dict[str, str]]] | None = None
 
     def _load(self) -> dict[str, dict[str, str]]:

@@ -20,6 +20,7 @@ from bot.audit import AuditRecord, AuditStore
 from bot.citations import CitationVerifier, Verification
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source
 from bot.llm.extractive import ExtractiveProvider, extractive_answer
+from bot.relevance import question_coverage, same_language
 from bot.retrieval.retriever import HybridRetriever, RetrievedChunk
 from bot.rewrite import rewrite
 from bot.sensitivity import Classification, Detector, ProviderOption, classify, route
@@ -223,6 +224,12 @@ class ChatService:
                 refusal = decision.reason
             else:
                 provider = self.providers[decision.provider]
+        if provider is not None and same_language(hits, lang):
+            coverage = question_coverage(rw.query, hits[:3], lang)
+            need = (self.settings.bot.min_coverage_extractive if provider.kind == "extractive"
+                    else self.settings.bot.min_coverage)
+            if coverage < need:
+                refusal, provider = "no_relevant_sources", None
         sources = [
             Source(
                 n=i,

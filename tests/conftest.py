@@ -131,3 +131,27 @@ def bundled_store(tmp_path_factory: pytest.TempPathFactory, e5: Embedder) -> Set
     report = ingest_all(s, discover_manifests(CORPORA), ChromaStore.from_settings(s), e5)
     assert report.errors == [], report.errors
     return s
+
+
+def make_service(store_settings: Settings, data_dir: Path, providers: dict | None = None,
+                 e5: Embedder | None = None, **overrides: object) -> object:
+    """A real ChatService over the bundled store, with its own audit database and key file."""
+    from bot.api import build_detector
+    from bot.audit import AuditStore
+    from bot.llm.registry import build_providers
+    from bot.retrieval.retriever import HybridRetriever
+    from bot.service import ChatService
+    from ingest.embedders import get_embedder
+    from ingest.store import ChromaStore
+
+    s = store_settings.model_copy(deep=True)
+    s.audit.url = f"sqlite:///{data_dir / 'audit.db'}"
+    s.auth.keys_file = data_dir / "keys.json"
+    for k, v in overrides.items():
+        setattr(s.bot, k, v)
+    if providers is not None:
+        s.llm.providers = providers
+    emb = e5 or get_embedder(s.embedder)
+    retriever = HybridRetriever(ChromaStore.from_settings(s), emb, s.retrieval)
+    return s, ChatService(s, retriever, build_providers(s), AuditStore(s.audit_url),
+                          build_detector(retriever))
