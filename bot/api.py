@@ -311,7 +311,9 @@ def build_detector(retriever: Any) -> Any:
 
     names: set[str] = set()
     public_caps: set[str] = set()
-    name_re = re.compile(r"\b[A-ZÅÄÖ][a-zåäöéü]+(?:-[A-ZÅÄÖ][a-zåäöéü]+)? [A-ZÅÄÖ][a-zåäöéü]+\b")
+    public_pairs: set[str] = set()
+    low, up = r"[^\W\d_A-ZÅÄÖ]", r"[A-ZÅÄÖČĆŠŽ]"
+    name_re = re.compile(rf"\b{up}{low}+(?:-{up}{low}+)? {up}{low}+\b")
     for name, meta in retriever.corpora().items():
         col = retriever.store.get(name)
         if col is None:
@@ -323,9 +325,15 @@ def build_detector(retriever: Any) -> Any:
                 names.update(name_re.findall(text))
             elif sens == "public":
                 public_caps.update(w.lower() for w in re.findall(r"\b[A-ZÅÄÖ][\wåäöé]+", text))
-    # A "name" that also occurs in public texts (e.g. a street or a sight) is not a client.
-    names = {n for n in names if n.split()[0].lower() not in public_caps or
-             n.split()[-1].lower() not in public_caps}
+                public_pairs.update(n.lower() for n in name_re.findall(text))
+    # A "name" that public texts also use (a statue, a street) is not a client's, nor is one
+    # that starts with a medicine ("Insulin Lantus").
+    from bot.sensitivity import _health_word
+
+    names = {
+        n for n in names
+        if n.lower() not in public_pairs and not _health_word(n.split()[0].lower())
+    }
     return Detector(client_names=frozenset(names), public_terms=frozenset(public_caps))
 
 

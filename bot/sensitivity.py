@@ -30,8 +30,12 @@ from ingest.manifest import Sensitivity
 
 # --- personal data detection -------------------------------------------------------------------
 
-_DIGIT_RUN = re.compile(r"(?<![\w])(?:\d[\s.\-+]?){9,13}\d(?![\w])")
-_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+_DIGIT_RUN = re.compile(r"(?<!\d)(?:\d[\s.\-+–]?){9,13}\d(?!\d)")
+_EMAIL = re.compile(
+    r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"
+    r"|\b[\w.+-]+\s*(?:\(at\)|\[at\]|\sat\s|\ssnabel-a\s)\s*[\w-]+\s*(?:\.|\sdot\s|\spunkt\s)\s*[a-z]{2,}\b",
+    flags=re.I,
+)
 _STREET_SUFFIX = (
     r"(?:gatan|vägen|gränd|gången|backen|torget|platsen|allén|leden|stigen|liden|höjden|"
     r"plan|väg|gata|street|road|avenue)"
@@ -39,8 +43,8 @@ _STREET_SUFFIX = (
 _ADDRESS = re.compile(
     rf"\b[A-ZÅÄÖ][\wåäöé]*{_STREET_SUFFIX}\s+\d{{1,4}}\s?[A-Za-z]?\b"
     rf"(?:[^\n\d]{{0,20}}\d{{3}}\s?\d{{2}})?"
-    r"|\b\d{3}\s?\d{2}\s+(?:Göteborg|Västra Frölunda|Angered|Askim|Hisings [A-ZÅÄÖ]\w+|"
-    r"Torslanda|Mölndal|Partille|Kungälv|Stockholm|Malmö)\b"
+    # any "Name 9, 436 50 Place": a street number followed by a postcode and a town
+    r"|\b[A-ZÅÄÖ][\wåäöé]+(?:\s[A-ZÅÄÖ]?[\wåäöé]+)?\s\d{1,4}\s?[A-Za-z]?,?\s+\d{3}\s?\d{2}\s+[A-ZÅÄÖ]"
 )
 _BASE64 = re.compile(r"\b[A-Za-z0-9+/]{16,}={0,2}")
 
@@ -53,6 +57,13 @@ HEALTH_TERMS = frozenset(
     sertralin levaxin trombyl omeprazol kateter stomi sår trycksår inkontinens blöja
     undernäring dysfagi fall fallrisk frakturer fraktur höftfraktur amputation dialys syrgas
     psykos missbruk alkoholism beroende hiv hepatit covid smitta vinterkräksjuka
+    adhd autism ms als allergi gravid graviditet infarkt hjärtinfarkt inlagd sjukhus höften
+    brutit plåster stomipåsen norspan demensdiagnos cancerbesked druckit alkoholberoende
+    rullstol hörapparat syn blind döv kemoterapi cellgifter strålning operation opererad
+    wheelchair pregnant allergy surgery hospital hospitalised diagnosed hiv aids
+    artros reumatism osteoporos benskörhet hjärtsjukdom njursvikt lungsjukdom diabetiker
+    epilepsy arthritis osteoporosis asthma copd heart kidney seizure seizures disability
+    funktionsnedsättning rörelsehinder rörelsehindrad handikapp skada skadad ms-sjuk
     hemtjänst genomförandeplan biståndsbeslut vårdplan journal omvårdnad palliativ
     cognitive dementia medication medicine insulin diagnosis disease illness tablets dose
     catheter wound pressure incontinence malnutrition fracture dialysis oxygen addiction
@@ -64,10 +75,13 @@ _RELATIONS = frozenset(
     bror syster granne grannen brukare brukaren brukarens patient patienten patientens
     vårdtagare vårdtagaren kund kunden klient klienten hon han hennes hans
     mother father mom dad wife husband partner daughter son neighbour neighbor client patient
-    she he her his grandmother grandfather
+    she he her his grandmother grandfather jag mig min mitt mina my me i'm i've
     """.split()
 )
-_NAME = re.compile(r"\b[A-ZÅÄÖ][a-zåäöéü]+(?:[- ][A-ZÅÄÖ][a-zåäöéü]+)+\b")
+# Eponymous diseases are not persons ("Parkinsons sjukdom").
+_EPONYMS = frozenset("parkinsons parkinson alzheimers alzheimer crohns aspergers downs".split())
+_HEALTH_PARTS = tuple(sorted((t for t in HEALTH_TERMS if len(t) >= 5), key=len, reverse=True))
+_NAME = re.compile(r"\b[A-ZÅÄÖČĆŠŽ][^\W\d_A-Z]+(?:[- ][A-ZÅÄÖČĆŠŽ][^\W\d_A-Z]+)+\b")
 _WORD = re.compile(r"[^\W_]+", flags=re.UNICODE)
 
 
@@ -91,8 +105,24 @@ def _valid_id(digits: str) -> str | None:
     return "samordningsnummer" if day > 60 else "personnummer"
 
 
+_ID_WORDS = re.compile(r"person\s*(?:nummer|nr)|pnr|samordningsnummer|personal\s+identity|"
+                       r"social\s+security|id[- ]?nummer", re.I)
+
+
 def find_ids(text: str) -> list[Finding]:
     out = []
+    if _ID_WORDS.search(text):
+        # "first part 193805, then 14, last 2449": when the text is about an id, the digits
+        # of the whole text are joined and searched too.
+        digits = "".join(re.findall(r"\d", text))
+        for size in (12, 10):
+            for i in range(0, max(0, len(digits) - size) + 1):
+                kind = _valid_id(digits[i : i + size])
+                if kind:
+                    out.append(Finding(kind, 0, len(text)))
+                    break
+            if out:
+                break
     for m in _DIGIT_RUN.finditer(text):
         raw = m.group(0)
         digits = re.sub(r"\D", "", raw)
@@ -116,6 +146,44 @@ def find_phones(text: str) -> list[Finding]:
     return out
 
 
+def _health_word(w: str) -> bool:
+    return (
+        w in HEALTH_TERMS
+        or _health_stem(w)
+        or (len(w) > 5 and any(p in w for p in _HEALTH_PARTS))
+    )
+
+
+@lru_cache(maxsize=1)
+def _health_stems() -> frozenset[str]:
+    import Stemmer
+
+    st = Stemmer.Stemmer("swedish")
+    return frozenset(st.stemWord(t) for t in HEALTH_TERMS if len(t) >= 3)
+
+
+def _health_stem(w: str) -> bool:
+    import Stemmer
+
+    return bool(Stemmer.Stemmer("swedish").stemWord(w) in _health_stems())
+
+
+@lru_cache(maxsize=50_000)
+def _common_word(w: str) -> bool:
+    """A word frequent in Swedish or English text (so not a first name)."""
+    from wordfreq import zipf_frequency
+
+    return max(zipf_frequency(w, "sv"), zipf_frequency(w, "en")) >= 4.2
+
+
+def _fold(text: str) -> str:
+    import unicodedata
+
+    return "".join(
+        c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
+    )
+
+
 def _tokens(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
 
@@ -131,10 +199,17 @@ class Detector:
 
     def __post_init__(self) -> None:
         names = sorted((n for n in self.client_names if len(n) > 3), key=len, reverse=True)
-        if names:
-            self._client_re = re.compile(
-                r"\b(?:" + "|".join(re.escape(n) for n in names) + r")\b", flags=re.I
-            )
+        alts: list[str] = []
+        for n in names:
+            parts = [re.escape(_fold(p)) for p in re.split(r"[- ]+", n) if p]
+            if len(parts) < 2:
+                continue
+            first, last = parts[:-1], parts[-1]
+            alts.append(r"[- ]?".join(first) + r"[- ]+" + last + r"s?")  # Lars-Erik Johanssons
+            alts.append(last + r",\s*" + r"[- ]?".join(first))  # Kowalska, Jadwiga
+            alts.append(first[0][0] + r"\.\s*" + last)  # D. Petrović
+        if alts:
+            self._client_re = re.compile(r"\b(?:" + "|".join(alts) + r")\b", flags=re.I)
 
     def _decoded_variants(self, text: str) -> list[str]:
         """Base64 chunks decoded, so an encoded personnummer is seen too."""
@@ -150,17 +225,25 @@ class Detector:
                 out.append(s)
         return out
 
+    def _not_a_person(self, word: str) -> bool:
+        w = word.lower()
+        return (w in self.public_terms or w in _EPONYMS or w in HEALTH_TERMS
+                or _health_word(w) or _common_word(w))
+
     def _persons(self, text: str) -> bool:
         toks = _tokens(text)
         if _RELATIONS & set(toks):
             return True
+        if re.search(r"\bI(?:'m|'ve| am| have| take| need| use)\b", text):
+            return True
         for m in _NAME.finditer(text):
-            parts = m.group(0).lower().split()
-            if not any(p in self.public_terms for p in parts):
+            parts = [p.lower() for p in re.split(r"[- ]", m.group(0))]
+            # Two capitalised words: a name unless they are a place, a sight or a medicine.
+            if not any(p in self.public_terms or p in _EPONYMS or _health_word(p) for p in parts):
                 return True
-        # a single capitalised word not at a sentence start and not a public term
-        for m in re.finditer(r"(?<![.!?]\s)(?<!^)\b([A-ZÅÄÖ][a-zåäöé]{2,})\b", text):
-            if m.group(1).lower() not in self.public_terms and m.start() > 0:
+        # a single capitalised word that is not a common word, a place or a medicine
+        for m in re.finditer(r"\b([A-ZÅÄÖ][a-zåäöé]{2,})\b", text):
+            if not self._not_a_person(m.group(1)):
                 return True
         return False
 
@@ -175,12 +258,15 @@ class Detector:
                     Finding("address", m.start(), m.end()) for m in _ADDRESS.finditer(text)
                 ]
                 if self._client_re is not None:
-                    findings += [
-                        Finding("client_name", m.start(), m.end())
-                        for m in self._client_re.finditer(text)
-                    ]
+                    # folding keeps offsets: NFKD only drops combining marks after letters
+                    folded = _fold(text)
+                    if len(folded) == len(text):
+                        findings += [Finding("client_name", m.start(), m.end())
+                                     for m in self._client_re.finditer(folded)]
+                    elif self._client_re.search(folded):
+                        findings.append(Finding("client_name", 0, len(text)))
         toks = set(_tokens(text))
-        if toks & HEALTH_TERMS and self._persons(text):
+        if any(_health_word(t) for t in toks) and self._persons(text):
             findings.append(Finding("person_health", 0, 0))
         return findings
 

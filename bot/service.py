@@ -377,7 +377,9 @@ class ChatService:
     def audit_record(self, result: ChatResult, role: Role, endpoint: str = "chat",
                      status: int = 200) -> AuditRecord:
         q = None
-        if self.settings.audit.store_question == "redacted":
+        # A sensitive request's question is not stored at all: redaction could miss an
+        # encoded value, and the level and reasons already say why it stayed local.
+        if self.settings.audit.store_question == "redacted" and result.sensitivity != "sensitive":
             q = self.detector.redact(result.query)
         return AuditRecord(
             request_id=result.request_id, endpoint=endpoint, status=status, role=role.value,

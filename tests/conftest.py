@@ -126,7 +126,8 @@ def bundled_store(tmp_path_factory: pytest.TempPathFactory, e5: Embedder) -> Set
     from ingest.store import ChromaStore
 
     s = Settings(_env_file=None)  # type: ignore[call-arg]
-    s.data_dir = tmp_path_factory.mktemp("bundled")
+    # Kept between sessions: the incremental ingest re-embeds only what changed.
+    s.data_dir = REPO / ".gbg" / "test-bundled"
     s.corpora_dir = CORPORA
     report = ingest_all(s, discover_manifests(CORPORA), ChromaStore.from_settings(s), e5)
     assert report.errors == [], report.errors
