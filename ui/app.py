@@ -1,0 +1,182 @@
+"""gbg-assist chat (Streamlit): tourists and residents, and signed-in home-care staff.
+
+Run with `gbg ui` (or `./scripts/up`); talks to the bot at GBG_UI__BOT_URL over HTTP only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of  # noqa: E402
+from ui.texts import EXAMPLES, T, badge_text  # noqa: E402
+
+BOT_URL = os.environ.get("GBG_UI__BOT_URL", "http://127.0.0.1:8000")
+REPORTS = Path(os.environ.get("GBG_UI__REPORTS_DIR", "reports"))
+
+st.set_page_config(page_title="Göteborgs Stad – digital assistent", page_icon="💬",
+                   layout="centered")
+
+ss = st.session_state
+ss.setdefault("lang", "sv")
+ss.setdefault("messages", [])  # {"role", "content", "result"?}
+ss.setdefault("api_key", None)
+ss.setdefault("role", "public")
+ss.setdefault("pending", None)
+
+
+def t(key: str) -> str:
+    return T[ss.lang][key]
+
+
+def client() -> BotClient:
+    return BotClient(BOT_URL, ss.api_key)
+
+
+# --- sidebar: language, sign-in, navigation ------------------------------------------------------
+
+with st.sidebar:
+    choice = st.radio("Språk / Language", ["Svenska", "English"],
+                      index=0 if ss.lang == "sv" else 1, horizontal=True, key="lang_choice")
+    ss.lang = "sv" if choice == "Svenska" else "en"
+    page = st.radio(t("page"), [t("chat"), t("corpora"), t("evaluation")], key="page")
+    st.divider()
+    if ss.api_key:
+        st.success(f"{t('signed_in_as')}: **{t('role_' + ss.role)}**")
+        if st.button(t("sign_out"), key="sign_out"):
+            ss.api_key, ss.role, ss.messages = None, "public", []
+            st.rerun()
+    else:
+        st.caption(t("staff_sign_in"))
+        key = st.text_input(t("api_key"), type="password", key="key_input")
+        if st.button(t("sign_in"), key="sign_in") and key:
+            try:
+                corpora = BotClient(BOT_URL, key).corpora()
+                ss.api_key, ss.role, ss.messages = key, role_of(corpora), []
+                st.rerun()
+            except BotRequestError:
+                st.error(t("bad_key"))
+            except BotUnavailableError:
+                st.error(t("bot_down").format(url=BOT_URL))
+    if st.button(t("new_conversation"), key="new_conversation"):
+        ss.messages = []
+        st.rerun()
+
+
+def render_result(result: dict[str, Any], idx: int) -> None:
+    if result.get("notice"):
+        st.info(result["notice"])
+    st.caption(badge_text(ss.lang, result))
+    for c in result.get("citations", []):
+        with st.expander(f"[{c['number']}] {c['title']}"):
+            st.markdown(f"_{c['section']}_")
+            st.write(c["snippet"])
+            link = c.get("url") or c.get("source")
+            st.markdown(f"{t('source')}: `{c['corpus']}` · {link}")
+    rid = result.get("request_id")
+    if rid:
+        rating = st.feedback("thumbs", key=f"fb_{rid}")
+        comment = st.text_input(t("comment"), key=f"fbc_{rid}", label_visibility="collapsed",
+                                placeholder=t("comment"))
+        if rating is not None and not ss.get(f"sent_{rid}"):
+            try:
+                client().feedback(rid, 1 if rating == 1 else -1, comment)
+                ss[f"sent_{rid}"] = True
+                st.toast(t("thanks"))
+            except (BotRequestError, BotUnavailableError):
+                st.warning(t("feedback_failed"))
+
+
+def chat_page() -> None:
+    st.title(t("title"))
+    st.info(t("ai_notice"), icon="🤖")
+    if not client().healthy():
+        st.error(t("bot_down").format(url=BOT_URL))
+        return
+    if not ss.messages:
+        st.write(t("examples"))
+        cols = st.columns(2)
+        for i, q in enumerate(EXAMPLES[ss.role][ss.lang]):
+            if cols[i % 2].button(q, key=f"ex_{i}"):
+                ss.pending = q
+                st.rerun()
+    for i, m in enumerate(ss.messages):
+        with st.chat_message(m["role"]):
+            result = m.get("result")
+            if result and result.get("refused"):
+                st.warning(m["content"])
+            else:
+                st.markdown(m["content"])
+            if result:
+                render_result(result, i)
+    question = st.chat_input(t("placeholder")) or ss.pending
+    if question:
+        ss.pending = None
+        ss.messages.append({"role": "user", "content": question})
+        with st.chat_message("user"):
+            st.markdown(question)
+        history = [{"role": m["role"], "content": m["content"]} for m in ss.messages]
+        final: dict[str, Any] = {}
+        with st.chat_message("assistant"):
+            try:
+                def tokens() -> Any:
+                    for kind, data in client().chat_stream(history[-20:]):
+                        if kind == "token":
+                            yield data["text"]
+                        elif kind == "final":
+                            final.update(data)
+
+                st.write_stream(tokens())
+            except BotUnavailableError:
+                st.error(t("bot_down").format(url=BOT_URL))
+                return
+            except BotRequestError as exc:
+                st.error(f"{t('error')}: {exc.detail}")
+                return
+        if final:
+            ss.messages.append({"role": "assistant", "content": final["answer"], "result": final})
+        st.rerun()
+
+
+def corpora_page() -> None:
+    st.title(t("corpora"))
+    try:
+        rows = client().corpora()
+    except (BotUnavailableError, BotRequestError):
+        st.error(t("bot_down").format(url=BOT_URL))
+        return
+    st.dataframe(
+        [{k: r.get(k) for k in ("name", "title", "audience", "sensitivity", "documents",
+                                "chunks", "last_ingest")} for r in rows],
+        hide_index=True, use_container_width=True,
+    )
+
+
+def evaluation_page() -> None:
+    st.title(t("evaluation"))
+    reports = sorted(REPORTS.glob("retrieval-*.json"))
+    if not reports:
+        st.info(t("no_reports"))
+        return
+    for p in reports:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        st.subheader(f"{data['dataset']} ({data['queries']} {t('queries')})")
+        table = {mode: {k: v for k, v in m.items() if k.startswith(("recall", "mrr", "ndcg"))}
+                 for mode, m in data["modes"].items()}
+        st.bar_chart(table)
+        st.dataframe(data["modes"], use_container_width=True)
+
+
+if page == t("chat"):
+    chat_page()
+elif page == t("corpora"):
+    corpora_page()
+else:
+    evaluation_page()

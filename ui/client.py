@@ -1,0 +1,92 @@
+"""The UI's only way to the bot: its HTTP API (no imports from bot/)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class BotUnavailableError(Exception):
+    pass
+
+
+class BotRequestError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(f"{status}: {detail}")
+
+
+@dataclass
+class BotClient:
+    base_url: str
+    api_key: str | None = None
+    timeout_s: float = 120.0
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+    def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            r = httpx.request(method, f"{self.base_url.rstrip('/')}{path}",
+                              headers=self._headers(), timeout=self.timeout_s, **kw)
+        except httpx.HTTPError as exc:
+            raise BotUnavailableError(self.base_url) from exc
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise BotRequestError(r.status_code, str(detail))
+        return r
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url.rstrip('/')}/healthz", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def corpora(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/corpora").json())
+
+    def feedback(self, request_id: str, rating: int, comment: str | None) -> None:
+        self._call("POST", "/v1/feedback",
+                   json={"request_id": request_id, "rating": rating, "comment": comment or None})
+
+    def chat_stream(self, messages: list[dict[str, str]], lang: str | None = None
+                    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """("token", {"text"}) events while the answer is written, then ("final", result)."""
+        body: dict[str, Any] = {"messages": messages, "stream": True}
+        if lang:
+            body["lang"] = lang
+        try:
+            with httpx.stream("POST", f"{self.base_url.rstrip('/')}/v1/chat", json=body,
+                              headers=self._headers(), timeout=self.timeout_s) as r:
+                if r.status_code >= 400:
+                    r.read()
+                    try:
+                        detail = r.json().get("detail", r.text)
+                    except ValueError:
+                        detail = r.text
+                    raise BotRequestError(r.status_code, str(detail))
+                kind = None
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        kind = line[7:].strip()
+                    elif line.startswith("data: ") and kind:
+                        yield kind, json.loads(line[6:])
+        except httpx.HTTPError as exc:
+            raise BotUnavailableError(self.base_url) from exc
+
+
+def role_of(corpora: list[dict[str, Any]]) -> str:
+    audiences = {c.get("audience") for c in corpora}
+    if "care" in audiences:
+        return "care"
+    if "staff" in audiences:
+        return "staff"
+    return "public"
