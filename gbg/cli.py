@@ -194,6 +194,100 @@ def eval_retrieval(
     out.print(f"report: {path}")
 
 
+@eval_app.command("run")
+def eval_run(
+    config: Annotated[list[Path] | None, typer.Option(help="Config TOML files.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N gold questions.")] = None,
+    reports_dir: Annotated[Path, typer.Option(help="Where reports go.")] = Path("reports"),
+) -> None:
+    """All suites on the bundled gold set, one column per configuration; writes JSON, Markdown
+    and HTML reports (with plots) to the reports folder."""
+    import glob
+    import tomllib
+
+    from rich.progress import Progress
+
+    from bot.api import build_detector
+    from bot.audit import AuditStore
+    from bot.llm.registry import build_providers
+    from bot.retrieval.retriever import HybridRetriever
+    from bot.service import ChatService
+    from eval.report import write_reports
+    from eval.suites import (
+        EVAL_DIR,
+        RandomRetriever,
+        apply_config,
+        load_config,
+        load_gold,
+        run_suites,
+    )
+    from ingest.embedders import get_embedder
+    from ingest.store import ChromaStore
+
+    base = Settings()
+    ingest(corpus=None, corpora_dir=None, data_dir=None, chroma_host=None, chroma_port=None,
+           rebuild=False, strict=False, json_out=True, verbose=False)
+    paths = config or [Path(p) for p in sorted(glob.glob(str(EVAL_DIR / "configs" / "*.toml")))]
+    def spread(items: list, n: int | None) -> list:
+        """n items evenly spread over the list (a stratified quick run), or all of them."""
+        if not n or n >= len(items):
+            return items
+        return [items[int(i * len(items) / n)] for i in range(n)]
+
+    gold = spread(load_gold(), limit)
+    redteam = spread([json.loads(x) for x in (EVAL_DIR / "datasets/redteam.jsonl").read_text(
+        encoding="utf-8").splitlines() if x.strip()], limit)
+    runs = {}
+    with Progress(console=err) as progress:
+        for p in paths:
+            cfg = load_config(p)
+            s = apply_config(base, cfg)
+            s.audit.url = "sqlite://"
+            emb = get_embedder(s.embedder)
+            cls = RandomRetriever if cfg.degrade == "random" else HybridRetriever
+            retriever = cls(ChromaStore.from_settings(s), emb, s.retrieval)
+            svc = ChatService(s, retriever, build_providers(s), AuditStore("sqlite://"),
+                              build_detector(retriever))
+            task = progress.add_task(cfg.name, total=len(gold) + len(redteam))
+            runs[cfg.name] = run_suites(svc, gold, redteam, lambda t=task: progress.advance(t))
+    meta = {"gold_items": len(gold), "redteam_items": len(redteam),
+            "provider": ",".join(base.llm.providers)}
+    out_paths = write_reports(reports_dir, runs, meta)
+    out.print((reports_dir / "eval-latest.md").read_text(encoding="utf-8"))
+    out.print(f"reports: {', '.join(str(p) for p in out_paths.values())}")
+    _ = tomllib
+
+
+@eval_app.command("gate")
+def eval_gate(
+    report: Annotated[Path, typer.Option(help="A report from gbg eval run.")] = Path(
+        "reports/eval-latest.json"),
+    gates: Annotated[Path | None, typer.Option(help="Thresholds (default eval/gates.toml).")] = None,
+    config_name: Annotated[str | None, typer.Option("--config", help="Configuration to gate.")] = None,
+) -> None:
+    """Exit non-zero when a gated metric is below (or above) its threshold."""
+    import tomllib
+
+    from eval.suites import EVAL_DIR, check_gates, flatten
+
+    g = tomllib.loads((gates or EVAL_DIR / "gates.toml").read_text(encoding="utf-8"))
+    if not report.is_file():
+        err.print(f"[red]error:[/red] {report} not found: run `gbg eval run` first")
+        raise typer.Exit(2)
+    data = json.loads(report.read_text(encoding="utf-8"))
+    name = config_name or g.get("config", "hybrid")
+    if name not in data["configs"]:
+        err.print(f"[red]error:[/red] configuration {name!r} not in the report "
+                  f"({', '.join(data['configs'])})")
+        raise typer.Exit(2)
+    failures = check_gates(flatten(data["configs"][name]), g)
+    for f in failures:
+        err.print(f"[red]gate failed:[/red] {f}")
+    if failures:
+        raise typer.Exit(1)
+    out.print(f"gates passed for {name!r} ({len(g.get('min', {})) + len(g.get('max', {}))} checks)")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",

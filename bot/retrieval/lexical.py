@@ -8,6 +8,7 @@ either spelling finds the other.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -18,6 +19,7 @@ import Stemmer
 from bm25s.stopwords import STOPWORDS_EN, STOPWORDS_SWEDISH
 
 _WORD = re.compile(r"[^\W_]+", flags=re.UNICODE)
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 _STOP = frozenset(STOPWORDS_SWEDISH) | frozenset(STOPWORDS_EN)
 _LINKS = ("", "s")  # Swedish linking morphemes worth trying ("parkering|s|tillstånd")
 _MIN_COMPOUND = 8
