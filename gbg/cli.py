@@ -194,6 +194,68 @@ def eval_retrieval(
     out.print(f"report: {path}")
 
 
+@eval_app.command("answer")
+def eval_answer(
+    data: Annotated[Path, typer.Option(help="The squad_v2_sv folder.")],
+    provider: Annotated[list[str] | None, typer.Option(help="extractive and/or llamacpp")] = None,
+    limit: Annotated[int, typer.Option(help="Questions (half unanswerable).")] = 200,
+    model_path: Annotated[Path | None, typer.Option(help="GGUF for llamacpp.")] = None,
+    dataset: Annotated[str, typer.Option(help="Only squad-v2-sv.")] = "squad-v2-sv",
+) -> None:
+    """Refusal rate on unanswerable and contains-gold-span rate on answerable questions."""
+    from rich.progress import Progress
+
+    from bot.api import build_detector
+    from bot.audit import AuditStore
+    from bot.llm.registry import build_providers
+    from bot.retrieval.retriever import HybridRetriever
+    from bot.service import ChatService
+    from eval.answer import balanced, evaluate_answers, load_squad
+    from eval.datasets import DatasetError
+    from eval.retrieval import build_store, dataset_settings
+    from gbg.settings import ProviderSettings
+    from ingest.embedders import get_embedder
+    from ingest.store import ChromaStore
+
+    if dataset != "squad-v2-sv":
+        err.print("[red]error:[/red] only --dataset squad-v2-sv is supported here")
+        raise typer.Exit(2)
+    base = Settings()
+    try:
+        ds, questions = load_squad(data, base.data_dir / "eval" / "squad-src")
+    except DatasetError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    s = dataset_settings(base, ds)
+    emb = get_embedder(s.embedder)
+    build_store(s, emb)
+    qs = balanced(questions, limit)
+    rows = {}
+    for name in provider or ["extractive"]:
+        cfg = s.model_copy(deep=True)
+        if name == "llamacpp":
+            cfg.llm.providers = {"llamacpp": ProviderSettings(
+                kind="llamacpp", model_path=model_path, n_threads=2, max_tokens=150,
+                temperature=0.0)}
+        else:
+            cfg.llm.providers = {"extractive": ProviderSettings(kind="extractive")}
+        retriever = HybridRetriever(ChromaStore.from_settings(cfg), emb, cfg.retrieval)
+        svc = ChatService(cfg, retriever, build_providers(cfg), AuditStore("sqlite://"),
+                          build_detector(retriever))
+        with Progress(console=err) as progress:
+            task = progress.add_task(name, total=len(qs))
+            rows[name] = evaluate_answers(svc, qs, lambda t=task: progress.advance(t))
+    table = Table(title=f"{dataset}: {len(qs)} questions (half unanswerable)")
+    for c in ("provider", "refusal rate (unanswerable)", "contains gold span (answerable)",
+              "refused (answerable)"):
+        table.add_column(c)
+    for name, r in rows.items():
+        table.add_row(name, f"{r['refusal_rate_unanswerable']:.3f}",
+                      f"{r['contains_gold_span_answerable']:.3f}",
+                      f"{r['refusal_rate_answerable']:.3f}")
+    out.print(table)
+
+
 @eval_app.command("run")
 def eval_run(
     config: Annotated[list[Path] | None, typer.Option(help="Config TOML files.")] = None,
