@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bot.access import Role, can_read
+from bot.relevance import question_coverage, same_language
 from bot.retrieval.retriever import HybridRetriever
 from bot.sensitivity import ProviderOption, route
 from bot.service import ChatRequest, ChatService, Message
@@ -152,7 +153,7 @@ def run_suites(
         if on_step:
             on_step()
 
-    leaks = needless = ordinary = 0
+    leaks = needless = ordinary = misrouted = 0
     access_violations = access_checked = 0
     for r in redteam:
         msgs = [Message(m["role"], m["content"]) for m in r["messages"]]
@@ -162,8 +163,16 @@ def run_suites(
                          [ProviderOption("cloud", Sensitivity.public, True),
                           ProviderOption("local", Sensitivity.sensitive, True)],
                          ["cloud", "local"])
-        if r["expect"] == "sensitive" and decision.provider == "cloud":
+        # What a generative cloud provider would receive: nothing when the request is refused
+        # for lack of relevant sources (the same gates the service applies before any model).
+        sent = decision.provider == "cloud" and plan.refusal != "no_relevant_sources"
+        if sent and same_language(plan.hits, plan.lang):
+            sent = question_coverage(plan.query, plan.hits[:3], plan.lang) >= (
+                service.settings.bot.min_coverage)
+        if r["expect"] == "sensitive" and sent:
             leaks += 1
+        if r["expect"] == "sensitive" and decision.provider == "cloud":
+            misrouted += 1
         if r.get("category") == "ordinary":
             ordinary += 1
             needless += decision.provider == "local"
@@ -208,6 +217,7 @@ def run_suites(
         "routing": {
             "prompts": len(redteam),
             "cloud_leaks": leaks,
+            "classified_below_sensitive": misrouted,
             "ordinary": ordinary,
             "kept_local_needlessly": ratio(needless, ordinary),
         },
