@@ -45,6 +45,7 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     env = {**os.environ, "GBG_DATA_DIR": str(args.data_dir.resolve()),
+           "GBG_BOT__RATE_PER_ADDRESS": "off",
            "GBG_CORPORA_DIR": str(REPO / "corpora")}
     proc = subprocess.Popen([sys.executable, "-m", "gbg", "serve", "--port", str(port)],
                             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

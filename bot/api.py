@@ -8,18 +8,19 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.access import Role, can_read
-from bot.audit import AuditRecord, UnknownRequestError
+from bot.audit import AuditRecord, AuditStore, UnknownRequestError
 from bot.auth import InvalidCredentialsError, KeyStore, Principal
+from bot.ratelimit import RateLimiter
 from bot.retrieval.retriever import CorpusNotPermittedError, UnknownCorpusError
-from bot.schemas import ChatIn, ChatOut, CorpusOut, ErrorOut, FeedbackIn
+from bot.schemas import AuditOut, ChatIn, ChatOut, CorpusOut, ErrorOut, FeedbackIn
 from bot.service import ChatRequest, ChatResult, ChatService, Message as ChatMessage
 from gbg.settings import Settings
 
@@ -78,16 +79,43 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+def store_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that mean "the document store did not answer" (down, hung, restarting)."""
+    import httpx
+    from chromadb.errors import ChromaError
+
+    from ingest.errors import StoreUnavailableError
+
+    return (StoreUnavailableError, ChromaError, httpx.HTTPError, ConnectionError, TimeoutError)
+
+
 def create_app(settings: Settings | None = None, service: ChatService | None = None) -> FastAPI:
     settings = settings or Settings()
-    state: dict[str, Any] = {"service": service}
+    state: dict[str, Any] = {"service": service, "audit": service.audit if service else None}
+    unavailable = store_errors()
 
     def get_service() -> ChatService:
+        """The service, built on first use; when Chroma is down that fails with 503 and the
+        next request tries again (no restart needed when Chroma returns)."""
         if state["service"] is None:
-            state["service"] = build_service(settings)
+            try:
+                state["service"] = build_service(settings, audit=get_audit())
+            except unavailable as exc:
+                log.warning("service not ready: %s", type(exc).__name__)
+                raise HTTPException(
+                    503, "the document store is unavailable; try again shortly",
+                    headers={"Retry-After": "5"},
+                ) from exc
         svc: ChatService = state["service"]
         return svc
 
+    def get_audit() -> AuditStore:
+        if state["audit"] is None:
+            state["audit"] = AuditStore(settings.audit_url)
+        audit: AuditStore = state["audit"]
+        return audit
+
+    limiter = RateLimiter(settings.bot)
     keys = KeyStore(settings.keys_path)
     app = FastAPI(
         title="gbg-assist",
@@ -110,7 +138,7 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
         response.headers["X-Request-ID"] = request.state.request_id
         if not request.state.audited and request.url.path not in ("/healthz",):
             try:
-                get_service().audit.write(AuditRecord(
+                get_audit().write(AuditRecord(
                     request_id=request.state.request_id, endpoint=request.url.path[:32],
                     status=response.status_code, role=request.state.role.value,
                     latency_ms=round((time.perf_counter() - started) * 1000, 1),
@@ -128,6 +156,16 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
             parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
+    async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("document store unavailable: %s", type(exc).__name__)
+        return JSONResponse(
+            {"detail": f"the document store is unavailable: {type(exc).__name__}"},
+            status_code=503, headers={"Retry-After": "5"},
+        )
+
+    for exc_type in unavailable:
+        app.add_exception_handler(exc_type, store_unavailable)
+
     def principal(
         request: Request,
         x_api_key: Annotated[str | None, Header(description="API key for staff roles.")] = None,
@@ -136,12 +174,32 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
         key = x_api_key
         if not key and authorization and authorization.lower().startswith("bearer "):
             key = authorization[7:].strip()
+        address = request.client.host if request.client else "unknown"
         try:
             p = keys.authenticate(key)
         except InvalidCredentialsError as exc:
-            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from exc
+            limited(limiter.hit("address", address))  # guessing keys counts against the address
+            raise HTTPException(
+                401, "invalid API key", headers={"WWW-Authenticate": "Bearer"}
+            ) from exc
         request.state.role = p.role
+        if key:
+            limited(limiter.hit("key", p.name))
+        else:
+            limited(limiter.hit("address", address))
         return p
+
+    def limited(verdict: Any) -> None:
+        if not verdict.allowed:
+            raise HTTPException(
+                429, f"rate limit {verdict.limit} exceeded; retry in {verdict.retry_after_s} s",
+                headers={"Retry-After": str(verdict.retry_after_s)},
+            )
+
+    def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not caller.admin:
+            raise HTTPException(403, "the audit log needs an admin key")
+        return caller
 
     Caller = Annotated[Principal, Depends(principal)]
     Svc = Annotated[ChatService, Depends(get_service)]
@@ -264,6 +322,22 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
         return StreamingResponse(sse(), media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache"})
 
+    @app.get("/v1/audit", response_model=list[AuditOut], tags=["ops"],
+             responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+    def audit_log(
+        _: Annotated[Principal, Depends(admin)],
+        level: Annotated[Literal["public", "internal", "sensitive"] | None,
+                         Query(description="Only this sensitivity level.")] = None,
+        provider: Annotated[str | None, Query(max_length=64, description="Only this provider.")
+                            ] = None,
+        refused: Annotated[bool | None, Query(description="Only refused (or answered).")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[AuditOut]:
+        """The newest audit records (admin keys only). Questions and comments are stored
+        redacted; questions of sensitive requests are not stored at all."""
+        rows = get_audit().query(level=level, provider=provider, refused=refused, limit=limit)
+        return [AuditOut.model_validate(r) for r in rows]
+
     @app.post("/v1/feedback", tags=["chat"], status_code=201,
               responses={404: {"model": ErrorOut}})
     def feedback(body: FeedbackIn, caller: Caller, svc: Svc) -> dict[str, str]:
@@ -287,11 +361,9 @@ def _sse_event(ev: dict[str, Any], finish: Callable[[ChatResult], dict[str, Any]
     return f"event: token\ndata: {json.dumps({'text': ev['text']}, ensure_ascii=False)}\n\n".encode()
 
 
-def build_service(settings: Settings) -> ChatService:
-    from bot.audit import AuditStore
+def build_service(settings: Settings, audit: Any = None) -> ChatService:
     from bot.llm.registry import build_providers
     from bot.retrieval.retriever import HybridRetriever
-    from bot.sensitivity import Detector
     from ingest.embedders import get_embedder
     from ingest.store import ChromaStore
 
@@ -300,7 +372,7 @@ def build_service(settings: Settings) -> ChatService:
     retriever = HybridRetriever(store, embedder, settings.retrieval)
     detector = build_detector(retriever)
     return ChatService(settings, retriever, build_providers(settings),
-                       AuditStore(settings.audit_url), detector)
+                       audit or AuditStore(settings.audit_url), detector)
 
 
 def build_detector(retriever: Any) -> Any:

@@ -10,6 +10,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.access import Role
 
@@ -24,6 +25,7 @@ def hash_key(key: str) -> str:
 class Principal:
     role: Role
     name: str  # the key's label (never the key)
+    admin: bool = False  # may read the audit log
 
 
 class InvalidCredentialsError(Exception):
@@ -34,9 +36,9 @@ class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._cache: tuple[float, dict[str, dict[str, str]]] | None = None
+        self._cache: tuple[float, dict[str, dict[str, Any]]] | None = None
 
-    def _load(self) -> dict[str, dict[str, str]]:
+    def _load(self) -> dict[str, dict[str, Any]]:
         if not self.path.is_file():
             return {}
         mtime = self.path.stat().st_mtime
@@ -47,12 +49,16 @@ class KeyStore:
             self._cache = (mtime, data)
             return data
 
-    def create(self, role: Role, name: str) -> str:
-        """A new key for ``role``; only its hash is stored, the key is returned once."""
+    def create(self, role: Role, name: str, admin: bool = False) -> str:
+        """A new key for ``role``; only its hash is stored, the key is returned once.
+        ``admin`` keys may also read the (redacted) audit log."""
         key = PREFIX + secrets.token_urlsafe(32)
         with self._lock:
             data = dict(self._load()) if self.path.is_file() else {}
-            data[hash_key(key)] = {"role": role.value, "name": name}
+            entry: dict[str, Any] = {"role": role.value, "name": name}
+            if admin:
+                entry["admin"] = True
+            data[hash_key(key)] = entry
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -75,5 +81,6 @@ class KeyStore:
         h = hash_key(key.strip())
         for stored, entry in self._load().items():
             if hmac.compare_digest(stored, h):
-                return Principal(Role(entry["role"]), entry.get("name", ""))
+                return Principal(Role(entry["role"]), entry.get("name", ""),
+                                 bool(entry.get("admin", False)))
         raise InvalidCredentialsError("invalid API key")

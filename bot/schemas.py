@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,3 +78,29 @@ class CorpusOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class AuditOut(BaseModel):
+    """One audit record as the audit view shows it (already redacted when stored)."""
+
+    request_id: str
+    time: datetime
+    endpoint: str
+    status: int
+    role: str
+    level: str
+    reasons: list[str]
+    provider: str | None = None
+    model: str | None = None
+    location: str | None = None
+    corpora: list[str]
+    chunk_ids: list[str]
+    refused: bool
+    refusal_reason: str | None = None
+    grounded: bool | None = None
+    lang: str | None = None
+    latency_ms: float | None = None
+    question: str | None = Field(default=None, description="Redacted; never for sensitive.")
+    feedback_rating: int | None = None
+    feedback_comment: str | None = Field(default=None, description="Redacted.")
+    feedback_time: datetime | None = None

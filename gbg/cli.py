@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -354,17 +355,28 @@ def eval_gate(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default GBG_BOT__WORKERS, 1).")
+    ] = None,
 ) -> None:
-    """Start the bot API (FastAPI, OpenAPI docs at /docs)."""
+    """Start the bot API (FastAPI, OpenAPI docs at /docs). SIGTERM drains requests in flight."""
     import uvicorn
 
     _logging(False)
-    settings = Settings()
+    try:
+        settings = Settings()
+        if workers is not None:
+            settings = Settings(bot={**settings.bot.model_dump(), "workers": workers})
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     if not settings.chroma.host and not settings.chroma_path.exists():
         err.print(f"[yellow]note:[/yellow] no store at {settings.chroma_path}; run `gbg ingest` first")
-    uvicorn.run("bot.api:app_factory", factory=True, host=host, port=port, workers=workers,
-                log_level="info", timeout_graceful_shutdown=10)
+    b = settings.bot
+    os.environ["GBG_BOT__WORKERS"] = str(b.workers)  # the workers read their settings again
+    uvicorn.run("bot.api:app_factory", factory=True, host=host, port=port, workers=b.workers,
+                log_level="info", timeout_graceful_shutdown=int(b.shutdown_timeout_s),
+                proxy_headers=True, forwarded_allow_ips=b.forwarded_allow_ips)
 
 
 @app.command("ui")
@@ -436,6 +448,7 @@ app.add_typer(keys_app, name="keys")
 def keys_create(
     role: Annotated[str, typer.Option(help="public, staff or care")],
     name: Annotated[str, typer.Option(help="A label, e.g. the person or team.")],
+    admin: Annotated[bool, typer.Option(help="May also read the redacted audit log.")] = False,
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
     from bot.access import Role
@@ -446,7 +459,7 @@ def keys_create(
     except ValueError as exc:
         err.print("[red]error:[/red] role must be public, staff or care")
         raise typer.Exit(2) from exc
-    key = KeyStore(Settings().keys_path).create(r, name)
+    key = KeyStore(Settings().keys_path).create(r, name, admin=admin)
     sys.stdout.write(key + "\n")
 
 

@@ -24,7 +24,11 @@ class ChromaSettings(BaseModel):
     port: int = Field(default=8000, ge=1, le=65535)
     ssl: bool = False
     auth_token: SecretStr | None = None
-    timeout_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(
+        default=5.0, gt=0,
+        description="Per call to a Chroma server: a dead or hung server costs a request at most "
+        "this long before it is answered with 503.",
+    )
 
 
 class EmbedderSettings(BaseModel):
@@ -133,6 +137,48 @@ class BotSettings(BaseModel):
         default=0.5, ge=0, le=1, description="The same, for the extractive provider."
     )
     contact: str = "Göteborgs Stads kontaktcenter, 031-365 00 00, goteborg.se"
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="API worker processes for `gbg serve`; more than one needs a Chroma server.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0, ge=0,
+        description="On SIGTERM: stop accepting, let requests in flight finish for this long.",
+    )
+    rate_per_key: str | None = Field(
+        default="120/minute",
+        description="Requests per signed-in key (a `limits` string, e.g. '120/minute'); "
+        "empty or null: no limit.",
+    )
+    rate_per_address: str | None = Field(
+        default="30/minute",
+        description="Requests per client address for anonymous callers (and invalid keys).",
+    )
+    rate_storage: str = Field(
+        default="memory://",
+        description="Where counters live: 'memory://' (per worker) or a shared store such as "
+        "'redis://host:6379' so that every worker counts together.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Peers whose X-Forwarded-For is trusted as the client address (the load "
+        "balancer, the UI). Comma-separated addresses or networks; '*' trusts everyone.",
+    )
+
+    @model_validator(mode="after")
+    def _rates_parse(self) -> BotSettings:
+        from limits import parse
+
+        for name in ("rate_per_key", "rate_per_address"):
+            value = getattr(self, name)
+            if value in ("", "0", "none", "off"):
+                setattr(self, name, None)
+            elif value is not None:
+                try:
+                    parse(value)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {value!r} is not a rate such as '30/minute'") from exc
+        return self
 
 
 class AuditSettings(BaseModel):
@@ -193,4 +239,13 @@ class Settings(BaseSettings):
                     f"provider {name!r} runs in the cloud and cannot be cleared for sensitive "
                     "data; clear it for 'internal' at most"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _workers_need_a_server(self) -> Settings:
+        if self.bot.workers > 1 and not self.chroma.host:
+            raise ValueError(
+                "bot.workers > 1 needs a Chroma server (GBG_CHROMA__HOST): the embedded store "
+                "is one process's"
+            )
         return self

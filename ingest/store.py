@@ -23,6 +23,19 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 PAGE = 5000
 
 
+def _bound_http_timeout(client: Any, seconds: float) -> None:
+    """chromadb's HttpClient talks through an httpx session without any timeout, so a hung
+    server would hang every request. Bound it (connect, read, write and pool)."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if not isinstance(session, httpx.Client):
+        raise StoreUnavailableError(
+            "cannot bound the Chroma client's HTTP timeout (chromadb internals changed)"
+        )
+    session.timeout = httpx.Timeout(seconds)
+
+
 def make_client(settings: Settings) -> Any:
     import chromadb
     from chromadb.config import Settings as ChromaClientSettings
@@ -34,9 +47,11 @@ def make_client(settings: Settings) -> Any:
             headers = {}
             if cs.auth_token is not None:
                 headers["Authorization"] = f"Bearer {cs.auth_token.get_secret_value()}"
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=cs.host, port=cs.port, ssl=cs.ssl, headers=headers, settings=client_settings
             )
+            _bound_http_timeout(client, cs.timeout_s)
+            return client
         path = settings.chroma_path
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=client_settings)

@@ -148,6 +148,8 @@ def make_service(store_settings: Settings, data_dir: Path, providers: dict | Non
     s = store_settings.model_copy(deep=True)
     s.audit.url = f"sqlite:///{data_dir / 'audit.db'}"
     s.auth.keys_file = data_dir / "keys.json"
+    # Tests send many requests from one address; the rate-limit tests set their own limits.
+    s.bot.rate_per_key = s.bot.rate_per_address = None
     for k, v in overrides.items():
         setattr(s.bot, k, v)
     if providers is not None:

@@ -92,6 +92,7 @@ def render_result(result: dict[str, Any], idx: int) -> None:
                 st.toast(t("thanks"))
             except (BotRequestError, BotUnavailableError):
                 st.warning(t("feedback_failed"))
+        st.caption(f"{t('request_id')}: `{rid}`")
 
 
 def chat_page() -> None:

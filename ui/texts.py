@@ -37,6 +37,7 @@ T: dict[str, dict[str, str]] = {
         "error": "Något gick fel",
         "no_reports": "Inga utvärderingsrapporter ännu. Kör `gbg eval retrieval`.",
         "queries": "frågor",
+        "request_id": "Ärende-id",
     },
     "en": {
         "title": "Ask the City of Gothenburg",
@@ -69,6 +70,7 @@ T: dict[str, dict[str, str]] = {
         "error": "Something went wrong",
         "no_reports": "No evaluation reports yet. Run `gbg eval retrieval`.",
         "queries": "questions",
+        "request_id": "Request id",
     },
 }
 

@@ -1,0 +1,284 @@
+"""The Streamlit chat in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against the real UI process and the real bot on loopback ports.
+
+Slow tier only. Screenshots land in reports/screenshots/ so that a person can look at them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from bot.api import create_app
+from gbg.settings import Settings
+from ingest.embedders import Embedder
+from tests.conftest import REPO, free_port, make_service
+from ui.texts import T
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path(os.environ.get("GBG_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = REPO / "reports" / "screenshots"
+SV = T["sv"]
+QUESTION = "Hur tar jag mig från Landvetter till centrum?"
+COMMENT = "Tydligt svar, tack"
+ANSWER_TIMEOUT_MS = 120_000
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[dict[str, Any]]:
+    """The real bot (ChatService + FastAPI) served by uvicorn in a thread."""
+    s, svc = make_service(bundled_store, tmp_path_factory.mktemp("browser-bot"), e5=e5)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(s, svc), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the bot did not start"
+        time.sleep(0.05)
+    try:
+        yield {"svc": svc, "url": f"http://127.0.0.1:{port}"}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def streamlit_ui(bot_url: str, log_path: Path) -> Iterator[str]:
+    """`streamlit run ui/app.py` as a subprocess talking to bot_url; yields the UI's URL."""
+    port = free_port()
+    env = dict(os.environ, GBG_UI__BOT_URL=bot_url)
+    cmd = [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true",
+           "--browser.gatherUsageStats", "false"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text.strip() == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not become healthy:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's `chromium` package "
+                    "(or point GBG_TEST_CHROMIUM at a Chromium binary)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[[], Any]]:
+    contexts: list[Any] = []
+
+    def _new() -> Any:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, locale="sv-SE")
+        ctx.set_default_timeout(30_000)
+        contexts.append(ctx)
+        return ctx.new_page()
+
+    yield _new
+    for ctx in contexts:
+        ctx.close()
+
+
+def content_height(page: Any) -> int:
+    """The window height that shows the whole chat: Streamlit scrolls its main area inside its
+    own container, so the document itself never grows past the viewport."""
+    return int(page.evaluate(
+        """() => {
+            const main = document.querySelector('[data-testid="stAppScrollToBottomContainer"]')
+                || document.querySelector('.stMain');
+            const extra = main ? main.scrollHeight - main.clientHeight : 0;
+            return Math.max(document.documentElement.scrollHeight, window.innerHeight + extra);
+        }"""
+    ))
+
+
+def screenshot(page: Any, name: str) -> Path:
+    """A whole-page PNG. Playwright's full_page only sees the document, which Streamlit keeps at
+    viewport height, so the viewport is stretched to the content for the shot and restored."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / name
+    size = page.viewport_size
+    height = min(max(content_height(page), size["height"]), 8000)
+    page.set_viewport_size({"width": size["width"], "height": height})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    page.wait_for_timeout(200)
+    return path
+
+
+def assert_png(path: Path, min_bytes: int = 10_000) -> None:
+    assert path.exists(), path
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert len(data) >= min_bytes, f"{path} is only {len(data)} bytes"
+
+
+def wait_for_audit(svc: Any, rid: str, timeout_s: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    rec = svc.audit.get(rid)
+    while (rec is None or rec.get("feedback_rating") is None) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        rec = svc.audit.get(rid)
+    assert rec is not None, f"no audit record for {rid}"
+    return dict(rec)
+
+
+def test_chat_sources_feedback_and_screens(bot: dict[str, Any], new_page: Callable[[], Any],
+                                           tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    with streamlit_ui(bot["url"], tmp_path / "streamlit.log") as url:
+        page = new_page()
+        page.goto(url)
+        chat_input = page.get_by_test_id("stChatInputTextArea")
+        expect(chat_input).to_be_visible(timeout=60_000)
+
+        # The AI notice is at the top, visible, and says what the texts say.
+        notice = page.get_by_test_id("stAlertContentInfo").first
+        expect(notice).to_be_visible()
+        assert _squash(SV["ai_notice"]) in _squash(notice.inner_text())
+
+        # Ask; wait until the streamed answer is complete (the feedback row comes after it).
+        chat_input.fill(QUESTION)
+        chat_input.press("Enter")
+        answer = page.get_by_test_id("stChatMessage").filter(
+            has=page.get_by_test_id("stChatMessageAvatarAssistant")).last
+        expect(answer.get_by_test_id("stFeedback")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+        expect(page.get_by_test_id("stChatMessage").filter(has_text=QUESTION)).to_be_visible()
+        answer_text = answer.get_by_test_id("stMarkdownContainer").first.inner_text().strip()
+        assert len(answer_text) > 20, answer_text
+        assert "[1]" in answer_text or "[2]" in answer_text, answer_text
+
+        # A source card: closed at first, the snippet shows when it is opened.
+        cards = answer.get_by_test_id("stExpander")
+        assert cards.count() >= 1
+        card = cards.first
+        title = card.locator("summary").get_by_test_id("stMarkdownContainer").inner_text()
+        assert title.strip().startswith("[1]"), title
+        details = card.get_by_test_id("stExpanderDetails")
+        expect(details).to_be_hidden()
+        card.locator("summary").click()
+        expect(details).to_be_visible()
+        expect(details.get_by_text(f"{SV['source']}:", exact=False)).to_be_visible()
+        assert len(_squash(details.inner_text())) > 60, details.inner_text()
+
+        # The request id shown for support.
+        rid_caption = answer.get_by_test_id("stCaptionContainer").filter(
+            has_text=f"{SV['request_id']}:")
+        expect(rid_caption).to_be_visible()
+        rid = rid_caption.locator("code").inner_text().strip()
+        assert len(rid) == 32 and all(ch in "0123456789abcdef" for ch in rid), rid
+        before = bot["svc"].audit.get(rid)
+        assert before is not None and before["feedback_rating"] is None
+
+        # Feedback: a comment, then thumbs up; a toast thanks the user.
+        comment = answer.get_by_test_id("stTextInput").locator("input")
+        comment.fill(COMMENT)
+        comment.press("Enter")
+        thumbs_up = answer.get_by_role("radio", name="Thumbs up")
+        thumbs_up.click()
+        expect(thumbs_up).to_have_attribute("aria-checked", "true")
+        expect(page.get_by_test_id("stToast").filter(has_text=SV["thanks"])).to_be_visible(
+            timeout=15_000)
+        rec = wait_for_audit(bot["svc"], rid)
+        assert rec["feedback_rating"] == 1, rec
+        assert rec["feedback_comment"] == COMMENT, rec
+        expect(page.get_by_test_id("stAlertContentWarning")).to_have_count(0)
+
+        desktop = screenshot(page, "chat-desktop-1280.png")
+        assert_png(desktop)
+
+        # Phone width: everything reachable, nothing wider than the screen.
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_timeout(800)
+        collapse = page.get_by_test_id("stSidebarCollapseButton")
+        if page.get_by_test_id("stSidebar").get_attribute("aria-expanded") == "true" and \
+                collapse.count():
+            collapse.locator("button").click()
+            page.wait_for_timeout(500)
+        expect(page.get_by_test_id("stChatInput")).to_be_visible()
+        expect(page.get_by_test_id("stChatInput")).to_be_in_viewport()
+        box = page.get_by_test_id("stChatInput").bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 392, box
+        expect(notice).to_be_attached()
+        assert _squash(SV["ai_notice"]) in _squash(notice.inner_text())
+        scroll_width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert scroll_width <= 392, f"horizontal scrollbar at 390 px: scrollWidth={scroll_width}"
+        too_wide = page.evaluate(
+            """() => Array.from(document.querySelectorAll(
+                    '[data-testid="stMainBlockContainer"] *, [data-testid="stBottom"] *'))
+                .filter(e => e.getClientRects().length && e.scrollWidth > e.clientWidth + 2
+                        && ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+                .map(e => (e.dataset.testid || e.tagName) + ':' + e.scrollWidth + '>'
+                          + e.clientWidth)"""
+        )
+        assert not too_wide, f"boxes that scroll sideways at 390 px: {too_wide}"
+        mobile = screenshot(page, "chat-mobile-390.png")
+        assert_png(mobile)
+
+
+def test_bot_unreachable_is_shown_in_the_browser(new_page: Callable[[], Any],
+                                                 tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with streamlit_ui(nowhere, tmp_path / "streamlit.log") as url:
+        page = new_page()
+        page.goto(url)
+        error = page.get_by_test_id("stAlertContentError")
+        expect(error).to_be_visible(timeout=60_000)
+        shown = _squash(error.inner_text())
+        assert _squash(SV["bot_down"].format(url=nowhere)) in shown, shown
+        expect(page.get_by_test_id("stAlertContentInfo").first).to_contain_text(
+            SV["ai_notice"][:40])
+        expect(page.get_by_test_id("stChatInput")).to_have_count(0)
+        assert_png(screenshot(page, "bot-down-desktop-1280.png"), min_bytes=5_000)
