@@ -379,21 +379,39 @@ def serve(
                 proxy_headers=True, forwarded_allow_ips=b.forwarded_allow_ips)
 
 
+def _streamlit(host: str, port: int) -> list[str]:
+    """The Streamlit command line for the chat: headless, no usage statistics, no developer
+    toolbar (no "Deploy" button for the public)."""
+    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    return [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
+            "--server.address", host, "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+
+
 @app.command("ui")
 def ui_cmd(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the UI.")] = 8501,
     bot_url: Annotated[str | None, typer.Option(help="The bot's base URL.")] = None,
 ) -> None:
     """Start the Streamlit chat against a running bot (GBG_UI__BOT_URL)."""
     import subprocess
 
-    env = dict(__import__("os").environ)
+    import httpx
+
+    env = dict(os.environ)
     if bot_url:
         env["GBG_UI__BOT_URL"] = bot_url
-    app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    raise typer.Exit(subprocess.call(
-        [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"], env=env))
+    url = env.get("GBG_UI__BOT_URL", "http://127.0.0.1:8000")
+    try:
+        httpx.get(f"{url.rstrip('/')}/healthz", timeout=3).raise_for_status()
+        out.print(f"bot: {url} (reachable)")
+    except httpx.HTTPError as exc:
+        err.print(f"[yellow]warning:[/yellow] the bot at {url} is not reachable "
+                  f"({type(exc).__name__}); start it with `gbg serve` or set GBG_UI__BOT_URL. "
+                  "The UI starts anyway and tells its users to try again later.")
+    out.print(f"ui: http://{host}:{port}")
+    raise typer.Exit(subprocess.call(_streamlit(host, port), env=env))
 
 
 @app.command()
@@ -417,12 +435,7 @@ def up(
     bot = subprocess.Popen([sys.executable, "-m", "gbg", "serve", "--host", host, "--port",
                             str(port)], env=env)
     procs = [bot]
-    ui_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    if ui_path.exists():
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ui_path), "--server.port",
-             str(ui_port), "--server.address", host, "--server.headless", "true",
-             "--browser.gatherUsageStats", "false"], env=env))
+    procs.append(subprocess.Popen(_streamlit(host, ui_port), env=env))
     out.print(f"bot: http://{host}:{port}/docs   ui: http://{host}:{ui_port}   (Ctrl-C stops)")
     try:
         while all(p.poll() is None for p in procs):

@@ -27,6 +27,7 @@ def live_bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.Tem
              ) -> Iterator[dict[str, Any]]:
     s, svc = make_service(bundled_store, tmp_path_factory.mktemp("ui"), e5=e5)
     staff_key = KeyStore(s.keys_path).create(Role.staff, "ui-test")
+    admin_key = KeyStore(s.keys_path).create(Role.staff, "ui-admin", admin=True)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(s, svc), host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -37,7 +38,7 @@ def live_bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.Tem
     old = os.environ.get("GBG_UI__BOT_URL")
     os.environ["GBG_UI__BOT_URL"] = f"http://127.0.0.1:{port}"
     try:
-        yield {"svc": svc, "staff_key": staff_key}
+        yield {"svc": svc, "staff_key": staff_key, "admin_key": admin_key}
     finally:
         if old is None:
             os.environ.pop("GBG_UI__BOT_URL", None)
@@ -108,3 +109,83 @@ def test_bot_unreachable_message(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GBG_UI__BOT_URL", f"http://127.0.0.1:{free_port()}")
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert any("går inte att nå" in e.value for e in at.error)
+
+
+def sign_in(at: AppTest, key: str) -> AppTest:
+    at.sidebar.text_input(key="key_input").input(key)
+    return at.sidebar.button(key="sign_in").click().run()
+
+
+def test_audit_page_only_for_admins_with_filters(live_bot: dict[str, Any]) -> None:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert "Granskningslogg" not in at.sidebar.radio(key="page").options
+    sign_in(at, live_bot["staff_key"])
+    assert "Granskningslogg" not in at.sidebar.radio(key="page").options  # staff, not admin
+    at.sidebar.button(key="sign_out").click().run()
+
+    # Traffic to audit: a public question and a refused one.
+    at.chat_input[0].set_value("Var ligger Feskekôrka?").run()
+    answered = at.session_state["messages"][-1]["result"]["request_id"]
+    at.chat_input[0].set_value("Vad kostar en biljett till månen från Göteborg?").run()
+    result = at.session_state["messages"][-1]["result"]
+    assert result["refused"], result
+    refused = result["request_id"]
+
+    sign_in(at, live_bot["admin_key"])
+    assert any("administratör" in s.value for s in at.sidebar.success)
+    at.sidebar.radio(key="page").set_value("Granskningslogg").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {answered, refused} <= set(table["request_id"])
+    assert at.metric[0].label == "Förfrågningar" and int(at.metric[0].value) >= 2
+    at.selectbox(key="audit_refused").set_value("ja").run()
+    ids = set(at.dataframe[0].value["request_id"])
+    assert refused in ids and answered not in ids
+    at.selectbox(key="audit_refused").set_value("alla").run()
+    at.selectbox(key="audit_level").set_value("sensitive").run()
+    assert set(at.dataframe[0].value["level"]) <= {"sensitive"}
+    at.sidebar.button(key="sign_out").click().run()
+    assert "Granskningslogg" not in at.sidebar.radio(key="page").options
+
+
+def test_evaluation_dashboard_reads_runs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                         live_bot: dict[str, Any]) -> None:
+    import json
+
+    for stamp, ndcg in (("20261101T000000Z", 0.81), ("20261102T000000Z", 0.86)):
+        (tmp_path / f"eval-{stamp}.json").write_text(json.dumps({
+            "created": stamp, "provider": "extractive", "configs": {
+                "hybrid": {"retrieval": {"ndcg@10": ndcg, "recall@5": 0.9, "recall_curve": {}},
+                           "latency": {"end_to_end_p95_ms": 80.0, "end_to_end_ms": [1, 2]}},
+                "dense": {"retrieval": {"ndcg@10": ndcg - 0.05, "recall@5": 0.85}},
+            }}), encoding="utf-8")
+    (tmp_path / "eval-20261103T000000Z.json").write_text("{broken", encoding="utf-8")
+    monkeypatch.setenv("GBG_UI__REPORTS_DIR", str(tmp_path))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.sidebar.radio(key="page").set_value("Utvärdering").run()
+    assert not at.exception
+    assert any("20261102T000000Z" in h.value for h in at.subheader)
+    latest = at.dataframe[0].value
+    assert set(latest["config"]) == {"hybrid", "dense"}
+    assert abs(float(latest[latest["config"] == "hybrid"]["retrieval.ndcg@10"].iloc[0]) - 0.86) < 1e-9
+    assert at.selectbox(key="eval_metric").value == "retrieval.ndcg@10"
+
+
+def test_dashboard_data_shaping() -> None:
+    from ui.admin import audit_summary, flat_metrics, ordered_metrics, run_table
+
+    cfg = {"retrieval": {"n": 40, "ndcg@10": 0.9, "recall_curve": {"1": 0.5}},
+           "refusal": {"unanswerable_refused": float("nan"), "answerable_answered": 0.8},
+           "items": [{"id": "x"}], "routing": {"cloud_leaks": 0, "ok": True}}
+    flat = flat_metrics(cfg)
+    assert flat == {"retrieval.n": 40.0, "retrieval.ndcg@10": 0.9,
+                    "refusal.answerable_answered": 0.8, "routing.cloud_leaks": 0.0}
+    rows = run_table([{"created": "r1", "provider": "extractive", "configs": {"h": cfg}}])
+    assert rows[0]["run"] == "r1" and rows[0]["config"] == "h"
+    assert ordered_metrics(rows)[:3] == ["retrieval.ndcg@10", "refusal.answerable_answered",
+                                         "routing.cloud_leaks"]
+    s = audit_summary([{"refused": True, "level": "sensitive", "feedback_rating": -1},
+                       {"refused": False, "level": "public", "feedback_rating": 1},
+                       {"refused": False, "level": "public"}, {"level": "public"}])
+    assert s == {"requests": 4, "refused_share": 0.25, "sensitive_share": 0.25,
+                 "thumbs_up": 1, "thumbs_down": 1}

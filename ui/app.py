@@ -5,7 +5,6 @@ Run with `gbg ui` (or `./scripts/up`); talks to the bot at GBG_UI__BOT_URL over 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ui import admin  # noqa: E402
 from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of  # noqa: E402
 from ui.texts import EXAMPLES, T, badge_text  # noqa: E402
 
@@ -30,14 +30,37 @@ ss.setdefault("messages", [])  # {"role", "content", "result"?}
 ss.setdefault("api_key", None)
 ss.setdefault("role", "public")
 ss.setdefault("pending", None)
+ss.setdefault("admin", False)
+
+# Streamlit's captions are drawn at 60 % opacity (about 3.9:1 on white); the answer's badge and
+# the request id are captions, so raise them to WCAG AA contrast (at least 4.5:1).
+st.markdown("<style>[data-testid='stCaptionContainer']{opacity:1;color:#3d4451}</style>",
+            unsafe_allow_html=True)
 
 
 def t(key: str) -> str:
     return T[ss.lang][key]
 
 
-def client() -> BotClient:
-    return BotClient(BOT_URL, ss.api_key)
+def client_ip() -> str | None:
+    """The end user's address, passed on so that the bot limits each user, not the UI."""
+    try:
+        ip = getattr(st.context, "ip_address", None)
+    except Exception:  # no browser session
+        return None
+    return ip if isinstance(ip, str) and ip else None  # AppTest gives a mock
+
+
+def client(key: str | None = None) -> BotClient:
+    return BotClient(BOT_URL, key or ss.api_key, client_ip=client_ip())
+
+
+def is_admin(key: str) -> bool:
+    try:
+        client(key).audit(limit=1)
+        return True
+    except (BotRequestError, BotUnavailableError):
+        return False
 
 
 # --- sidebar: language, sign-in, navigation ------------------------------------------------------
@@ -46,20 +69,23 @@ with st.sidebar:
     choice = st.radio("Språk / Language", ["Svenska", "English"],
                       index=0 if ss.lang == "sv" else 1, horizontal=True, key="lang_choice")
     ss.lang = "sv" if choice == "Svenska" else "en"
-    page = st.radio(t("page"), [t("chat"), t("corpora"), t("evaluation")], key="page")
+    pages = [t("chat"), t("corpora"), t("evaluation")] + ([t("audit")] if ss.admin else [])
+    page = st.radio(t("page"), pages, key="page")
     st.divider()
     if ss.api_key:
-        st.success(f"{t('signed_in_as')}: **{t('role_' + ss.role)}**")
+        who = t("role_" + ss.role) + (f" · {t('admin')}" if ss.admin else "")
+        st.success(f"{t('signed_in_as')}: **{who}**")
         if st.button(t("sign_out"), key="sign_out"):
-            ss.api_key, ss.role, ss.messages = None, "public", []
+            ss.api_key, ss.role, ss.messages, ss.admin = None, "public", [], False
             st.rerun()
     else:
         st.caption(t("staff_sign_in"))
         key = st.text_input(t("api_key"), type="password", key="key_input")
         if st.button(t("sign_in"), key="sign_in") and key:
             try:
-                corpora = BotClient(BOT_URL, key).corpora()
+                corpora = client(key).corpora()
                 ss.api_key, ss.role, ss.messages = key, role_of(corpora), []
+                ss.admin = is_admin(key)
                 st.rerun()
             except BotRequestError:
                 st.error(t("bad_key"))
@@ -156,28 +182,15 @@ def corpora_page() -> None:
     st.dataframe(
         [{k: r.get(k) for k in ("name", "title", "audience", "sensitivity", "documents",
                                 "chunks", "last_ingest")} for r in rows],
-        hide_index=True, use_container_width=True,
+        hide_index=True, width="stretch",
     )
-
-
-def evaluation_page() -> None:
-    st.title(t("evaluation"))
-    reports = sorted(REPORTS.glob("retrieval-*.json"))
-    if not reports:
-        st.info(t("no_reports"))
-        return
-    for p in reports:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        st.subheader(f"{data['dataset']} ({data['queries']} {t('queries')})")
-        table = {mode: {k: v for k, v in m.items() if k.startswith(("recall", "mrr", "ndcg"))}
-                 for mode, m in data["modes"].items()}
-        st.bar_chart(table)
-        st.dataframe(data["modes"], use_container_width=True)
 
 
 if page == t("chat"):
     chat_page()
 elif page == t("corpora"):
     corpora_page()
+elif page == t("audit") and ss.admin:
+    admin.audit_page(client(), t)
 else:
-    evaluation_page()
+    admin.evaluation_page(REPORTS, t)

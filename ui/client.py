@@ -26,9 +26,13 @@ class BotClient:
     base_url: str
     api_key: str | None = None
     timeout_s: float = 120.0
+    client_ip: str | None = None  # the end user's address, for the bot's per-address limit
 
     def _headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.api_key} if self.api_key else {}
+        h = {"X-API-Key": self.api_key} if self.api_key else {}
+        if self.client_ip:
+            h["X-Forwarded-For"] = self.client_ip
+        return h
 
     def _call(self, method: str, path: str, **kw: Any) -> httpx.Response:
         try:
@@ -52,6 +56,18 @@ class BotClient:
 
     def corpora(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/corpora").json())
+
+    def audit(self, level: str | None = None, provider: str | None = None,
+              refused: bool | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The redacted audit log (admin keys only; 403 otherwise)."""
+        params: dict[str, Any] = {"limit": limit}
+        if level:
+            params["level"] = level
+        if provider:
+            params["provider"] = provider
+        if refused is not None:
+            params["refused"] = str(refused).lower()
+        return list(self._call("GET", "/v1/audit", params=params).json())
 
     def feedback(self, request_id: str, rating: int, comment: str | None) -> None:
         self._call("POST", "/v1/feedback",
