@@ -263,7 +263,8 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
             return HTTPException(422, str(exc))
         if isinstance(exc, CorpusNotPermittedError):
             return HTTPException(403, str(exc))
-        return HTTPException(503, f"the document store is unavailable: {type(exc).__name__}")
+        return HTTPException(503, f"the document store is unavailable: {type(exc).__name__}",
+                             headers={"Retry-After": "5"})
 
     @app.post(
         "/v1/chat",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,10 +25,12 @@ from sqlalchemy import (
     create_engine,
     delete,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 metadata = MetaData()
 
@@ -84,6 +87,39 @@ class UnknownRequestError(Exception):
     pass
 
 
+def _clean(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL; a NUL in a question must not turn an answer into a 500."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)  # one zone in the table, whatever the database keeps
+    return value
+
+
+def _aware(row: dict[str, Any]) -> dict[str, Any]:
+    """Times are written in UTC; SQLite hands them back without an offset, so put it back."""
+    for k, v in row.items():
+        if isinstance(v, datetime) and v.tzinfo is None:
+            row[k] = v.replace(tzinfo=UTC)
+    return row
+
+
+def _create_schema(engine: Engine, attempts: int = 3) -> None:
+    """create_all, safe when several workers start together on a fresh database: each checks,
+    sees no table and creates it, and all but one fail (PostgreSQL: a duplicate key in pg_type;
+    SQLite: "table audit already exists"). When the table is there after such a failure, another
+    worker made it and the next create_all skips it; any other error is raised."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1 or not inspect(engine).has_table(audit_table.name):
+                raise
+
+
 class AuditStore:
     def __init__(self, url: str) -> None:
         kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -96,12 +132,19 @@ class AuditStore:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
-            with self.engine.begin() as conn:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-        metadata.create_all(self.engine)
+            for attempt in range(5):  # a brand-new file opened by several workers at once
+                try:
+                    with self.engine.begin() as conn:
+                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    break
+                except DBAPIError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+        _create_schema(self.engine)
 
     def write(self, rec: AuditRecord) -> None:
-        row = {k: v for k, v in rec.__dict__.items()}
+        row = {k: _clean(v) for k, v in rec.__dict__.items()}
         with self.engine.begin() as conn:
             conn.execute(insert(audit_table).values(**row))
 
@@ -110,7 +153,7 @@ class AuditStore:
             res = conn.execute(
                 update(audit_table)
                 .where(audit_table.c.request_id == request_id)
-                .values(feedback_rating=rating, feedback_comment=comment,
+                .values(feedback_rating=rating, feedback_comment=_clean(comment),
                         feedback_time=datetime.now(UTC))
             )
             if res.rowcount == 0:
@@ -121,7 +164,7 @@ class AuditStore:
             row = conn.execute(
                 select(audit_table).where(audit_table.c.request_id == request_id)
             ).mappings().first()
-        return dict(row) if row else None
+        return _aware(dict(row)) if row else None
 
     def query(self, level: str | None = None, provider: str | None = None,
               refused: bool | None = None, limit: int = 200) -> list[dict[str, Any]]:
@@ -133,7 +176,7 @@ class AuditStore:
         if refused is not None:
             stmt = stmt.where(audit_table.c.refused == refused)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(stmt).mappings()]
+            return [_aware(dict(r)) for r in conn.execute(stmt).mappings()]
 
     def count(self) -> int:
         with self.engine.connect() as conn:

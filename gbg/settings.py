@@ -77,6 +77,11 @@ class RetrievalSettings(BaseModel):
     refresh_s: float = Field(
         default=5.0, ge=0, description="How often to check whether a collection changed."
     )
+    rebuild_in_background: bool = Field(
+        default=True,
+        description="After an ingest, keep serving the previous BM25 index while the new one "
+        "is built in the background (false: the request that notices the change waits).",
+    )
 
 
 class ProviderSettings(BaseModel):

@@ -169,3 +169,38 @@ def test_roles_never_see_corpora_outside_their_audience(retriever: HybridRetriev
     assert seen_internal_as_staff > 100  # the queries did reach staff material
     care_hits = retriever.retrieve(queries[0], Role.care, k=5)
     assert any(h.corpus == "brukare" for h in care_hits)
+
+
+def test_changed_collection_rebuilds_in_the_background_without_blocking(
+    settings: Settings, e5: Embedder, make_corpus
+) -> None:
+    """After an ingest the previous index keeps serving; the new one replaces it when built.
+    A corpus whose audience is narrowed is masked out at once, stale index or not."""
+    import time
+
+    from ingest.manifest import discover_manifests
+    from ingest.pipeline import ingest_all
+
+    make_corpus("stad", {"a.md": "# Badplatser\n\nSaltholmen är en populär badplats."})
+    store = ChromaStore.from_settings(settings)
+    ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
+    settings.retrieval.refresh_s = 0
+    r = HybridRetriever(ChromaStore.from_settings(settings), e5, settings.retrieval)
+    old = r.index_for(Role.public)
+    assert r.retrieve("Saltholmen", mode="bm25")
+
+    make_corpus("stad", {"b.md": "# Skridskor\n\nIsbanan på Heden öppnar i december."})
+    ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
+    assert r.index_for(Role.public, wait=False) is old  # served while the new one builds
+    deadline = time.monotonic() + 60
+    while r.index_for(Role.public, wait=False) is old:
+        assert time.monotonic() < deadline, "background rebuild never finished"
+        time.sleep(0.1)
+    hits = r.retrieve("Isbanan Heden", mode="bm25")
+    assert hits and "Isbanan" in hits[0].text
+
+    # Narrow the corpus to staff: the public role loses it at once, even from a stale index.
+    make_corpus("stad", {}, audience="staff")
+    ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
+    assert r.retrieve("Saltholmen", mode="bm25") == []
+    assert r.retrieve("Saltholmen", mode="hybrid") == []

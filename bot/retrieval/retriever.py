@@ -22,6 +22,7 @@ from bot.access import Role, can_read, readable_audiences
 from bot.retrieval.lexical import LexicalIndex, words
 from gbg.settings import RetrievalSettings
 from ingest.embedders import Embedder
+from ingest.errors import StoreUnavailableError
 from ingest.store import ChromaStore, CorpusCollection
 
 log = logging.getLogger(__name__)
@@ -139,22 +140,38 @@ class HybridRetriever:
         self.embedder = embedder
         self.settings = settings or RetrievalSettings()
         self._indexes: dict[Role, _RoleIndex] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._build_lock = threading.Lock()  # one index build at a time (CPU and memory)
+        self._building: set[Role] = set()
         self._snap: dict[str, tuple[CorpusCollection, dict[str, Any], int]] = {}
         self._snap_at = -1e9
+        self._snap_failed_at = -1e9
         self._snap_lock = threading.Lock()
 
     # --- collections and indexes -----------------------------------------------------------
 
     def _snapshot(self, force: bool = False) -> dict[str, tuple[CorpusCollection, dict[str, Any], int]]:
-        """Collections with their labels and sizes, re-read at most every ``refresh_s``."""
+        """Collections with their labels and sizes, re-read at most every ``refresh_s``.
+
+        When the store is down or hung, a re-read fails after the client's timeout; requests
+        that waited for the lock meanwhile fail at once instead of each waiting out its own
+        timeout in turn (which made the n-th concurrent request take n times the timeout)."""
+        waiting_since = time.monotonic()
         with self._snap_lock:
             if force or time.monotonic() - self._snap_at >= self.settings.refresh_s:
-                snap = {}
-                for name in self.store.collection_names():
-                    col = self.store.get(name)
-                    if col is not None:
-                        snap[name] = (col, col.metadata, col.count())
+                if self._snap_failed_at >= waiting_since:
+                    raise StoreUnavailableError(
+                        "the document store did not answer a moment ago; not asking it again yet"
+                    )
+                try:
+                    snap = {}
+                    for name in self.store.collection_names():
+                        col = self.store.get(name)
+                        if col is not None:
+                            snap[name] = (col, col.metadata, col.count())
+                except Exception:
+                    self._snap_failed_at = time.monotonic()
+                    raise
                 self._snap, self._snap_at = snap, time.monotonic()
             return self._snap
 
@@ -179,40 +196,72 @@ class HybridRetriever:
             (n, snap[n][2], str(snap[n][1].get("last_ingest", ""))) for n in sorted(cols)
         )
 
-    def index_for(self, role: Role) -> _RoleIndex:
-        """The role's BM25 index, rebuilt only when one of its collections changed."""
+    def index_for(self, role: Role, wait: bool = True) -> _RoleIndex:
+        """The role's BM25 index, rebuilt only when one of its collections changed.
+
+        With ``wait=False`` (what a request uses) a changed collection does not block the
+        request: the previous index keeps serving while a background thread builds the new one
+        (a 100k-chunk index takes tens of seconds). Serving it is safe for access control: the
+        caller masks it to the corpora the role may read *now*, and ``retrieve`` checks every
+        hit again. Only a role's very first index is built in the request."""
         with self._lock:
             current = self._indexes.get(role)
             cols = self.collections_for(role)
             sig = self._signature(cols)
             if current is not None and current.signature == sig:
                 return current
-            started = time.perf_counter()
-            ids, texts, metas = [], [], []
-            for _, col in sorted(cols.items()):
-                for cid, meta, doc, _ in col.iter_records(include=["metadatas", "documents"]):
-                    if not can_read(role, str(meta.get("audience"))):
-                        continue
-                    ids.append(cid)
-                    metas.append(meta)
-                    texts.append(f"{meta.get('section', '')}\n{doc or ''}")
-            lexical = LexicalIndex(texts, [str(m.get("lang", "sv")) for m in metas])
-            idx = _RoleIndex(
-                signature=sig,
-                ids=ids,
-                texts=[t.split("\n", 1)[1] for t in texts],
-                metas=metas,
-                lexical=lexical,
-                corpus_of=np.array([str(m.get("corpus", "")) for m in metas], dtype=object),
-                lang_of=np.array([str(m.get("lang", "")) for m in metas], dtype=object),
-                position={cid: i for i, cid in enumerate(ids)},
-            )
-            self._indexes[role] = idx
-            log.info(
-                "BM25 index for role %s: %d chunks in %.2f s", role, len(ids),
-                time.perf_counter() - started,
-            )
-            return idx
+            if current is not None and not wait and self.settings.rebuild_in_background:
+                if role not in self._building:
+                    self._building.add(role)
+                    threading.Thread(target=self._rebuild, args=(role,), daemon=True,
+                                     name=f"bm25-{role.value}").start()
+                return current
+        return self._rebuild(role)
+
+    def _rebuild(self, role: Role) -> _RoleIndex:
+        try:
+            with self._build_lock:
+                with self._lock:
+                    cols = self.collections_for(role)
+                    sig = self._signature(cols)
+                    current = self._indexes.get(role)
+                    if current is not None and current.signature == sig:
+                        return current
+                idx = self._build_index(role, cols, sig)
+                with self._lock:
+                    self._indexes[role] = idx
+                return idx
+        finally:
+            with self._lock:
+                self._building.discard(role)
+
+    def _build_index(self, role: Role, cols: dict[str, CorpusCollection],
+                     sig: tuple[tuple[str, int, str], ...]) -> _RoleIndex:
+        started = time.perf_counter()
+        ids, texts, metas = [], [], []
+        for _, col in sorted(cols.items()):
+            for cid, meta, doc, _ in col.iter_records(include=["metadatas", "documents"]):
+                if not can_read(role, str(meta.get("audience"))):
+                    continue
+                ids.append(cid)
+                metas.append(meta)
+                texts.append(f"{meta.get('section', '')}\n{doc or ''}")
+        lexical = LexicalIndex(texts, [str(m.get("lang", "sv")) for m in metas])
+        idx = _RoleIndex(
+            signature=sig,
+            ids=ids,
+            texts=[t.split("\n", 1)[1] for t in texts],
+            metas=metas,
+            lexical=lexical,
+            corpus_of=np.array([str(m.get("corpus", "")) for m in metas], dtype=object),
+            lang_of=np.array([str(m.get("lang", "")) for m in metas], dtype=object),
+            position={cid: i for i, cid in enumerate(ids)},
+        )
+        log.info(
+            "BM25 index for role %s: %d chunks in %.2f s", role, len(ids),
+            time.perf_counter() - started,
+        )
+        return idx
 
     # --- search ----------------------------------------------------------------------------
 
@@ -299,7 +348,7 @@ class HybridRetriever:
                 by_id[cid] = RetrievedChunk(cid, doc, meta, 0.0, dense=sim)
                 dense_rank.append(cid)
         if mode in ("hybrid", "bm25"):
-            idx = self.index_for(role)
+            idx = self.index_for(role, wait=False)
             for pos, score in idx.lexical.top(query, n, idx.mask(names, lang)):
                 cid = idx.ids[pos]
                 prev = by_id.get(cid)
