@@ -229,15 +229,27 @@ def test_local_model_down_sensitive_request_refused_cloud_gets_nothing(
 ) -> None:
     client, cloud, local = trust_bot["client"], trust_bot["cloud"], trust_bot["local"]
     local.stop()
-    if True:
-        before = len(cloud.raw), sum(len(x) for x in cloud.raw)
-        r = client.post("/v1/chat", json={"messages": [
-            {"role": "user", "content": "Vilken hemtjänst får 19380514-2449 på kvällarna?"}]})
-        d = r.json()
-        assert r.status_code == 200 and d["refused"]
-        assert d["refusal_reason"] == "no_cleared_provider" and d["sensitivity"] == "sensitive"
-        assert (len(cloud.raw), sum(len(x) for x in cloud.raw)) == before  # 0 bytes
-        # A public question still goes to the cleared cloud provider.
+    before = len(cloud.raw), sum(len(x) for x in cloud.raw)
+    r = client.post("/v1/chat", json={"messages": [
+        {"role": "user", "content": "Vilken hemtjänst får 19380514-2449 på kvällarna?"}]})
+    d = r.json()
+    assert r.status_code == 200 and d["refused"]
+    assert d["refusal_reason"] == "no_cleared_provider" and d["sensitivity"] == "sensitive"
+    assert (len(cloud.raw), sum(len(x) for x in cloud.raw)) == before  # 0 bytes
+    # A public question goes to the other cleared provider, even when the local one is preferred
+    # (its failure is noticed on the request itself, not only by the health check).
+    svc = trust_bot["svc"]
+    saved = svc.settings.llm.preference
+    svc.settings.llm.preference = ["local", "cloud"]
+    svc._health.clear()
+    try:
         pub = client.post("/v1/chat", json={"messages": [
             {"role": "user", "content": "Hur tar jag mig till Liseberg med spårvagn?"}]}).json()
-        assert pub["provider"] == "cloud" or pub["refused"]
+    finally:
+        svc.settings.llm.preference = saved
+    assert not pub["refused"], pub
+    assert pub["provider"] == "cloud" and pub["location"] == "cloud"
+    assert len(cloud.raw) > before[0]
+    # The readiness probe says which provider is down.
+    ready = client.get("/readyz").json()
+    assert ready["providers"]["local"] is False and ready["providers"]["cloud"] is True

@@ -73,6 +73,12 @@ def select_sentences(
         score /= math.sqrt(max(len(st), 4)) ** 0.5
         scored.append((score, rank, pos, sent))
     scored.sort(key=lambda x: (-x[0], x[1], x[2]))
+    # Answers follow the question's language: when sources in that language match nearly as
+    # well as the best, quote only them (a Swedish question over a bilingual corpus should not
+    # get English sentences).
+    same = [x for x in scored if request.sources[x[1]].lang == request.lang]
+    if same and scored and same[0][0] >= 0.5 * scored[0][0]:
+        scored = same
     out: list[tuple[int, str, float]] = []
     used: dict[int, int] = {}
     best = scored[0][0] if scored else 0.0
