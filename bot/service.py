@@ -19,7 +19,7 @@ from bot.access import Role
 from bot.audit import AuditRecord, AuditStore
 from bot.citations import CitationVerifier, Verification
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source
-from bot.llm.extractive import ExtractiveProvider, extractive_answer
+from bot.llm.extractive import extractive_answer
 from bot.relevance import question_coverage, same_language
 from bot.retrieval.retriever import HybridRetriever, RetrievedChunk
 from bot.rewrite import rewrite
@@ -269,7 +269,7 @@ class ChatService:
         """Events: {"type": "token", "text"} while generating, then {"type": "final", ...}."""
         plan = self.plan(req)
         if plan.refusal is not None or plan.provider is None:
-            yield {"type": "final", "result": self._finish(plan, None, "", None)}
+            yield {"type": "final", "result": self._finish(plan, None, "")}
             return
         provider: ChatProvider | None = plan.provider
         text = ""
@@ -289,7 +289,7 @@ class ChatService:
         plan.stages["generate"] = (time.perf_counter() - t) * 1000
         if provider is None:
             plan.refusal = "no_cleared_provider"
-        yield {"type": "final", "result": self._finish(plan, provider, text, None)}
+        yield {"type": "final", "result": self._finish(plan, provider, text)}
 
     def answer(self, req: ChatRequest) -> ChatResult:
         final: ChatResult | None = None
@@ -299,8 +299,7 @@ class ChatService:
         assert final is not None
         return final
 
-    def _finish(self, plan: _Plan, provider: ChatProvider | None, text: str,
-                _unused: Any) -> ChatResult:
+    def _finish(self, plan: _Plan, provider: ChatProvider | None, text: str) -> ChatResult:
         contact = self.settings.bot.contact
         notice: str | None = None
         grounded = False
@@ -394,10 +393,6 @@ class ChatService:
 def _snippet(text: str, n: int = 240) -> str:
     t = " ".join(text.split())
     return t if len(t) <= n else t[: n - 1].rsplit(" ", 1)[0] + "…"
-
-
-def extractive_provider() -> ExtractiveProvider:
-    return ExtractiveProvider()
 
 
 __all__ = ["ChatService", "ChatRequest", "ChatResult", "Message", "Sensitivity"]
