@@ -437,20 +437,32 @@ def up(
     procs = [bot]
     procs.append(subprocess.Popen(_streamlit(host, ui_port), env=env))
     out.print(f"bot: http://{host}:{port}/docs   ui: http://{host}:{ui_port}   (Ctrl-C stops)")
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a service manager's stop: the children go too
+    interrupted = False
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        interrupted = True
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
-                p.wait(timeout=15)
+                p.wait(timeout=25)
             except subprocess.TimeoutExpired:
                 p.kill()
+    if not interrupted:
+        names = {bot.pid: "bot"}
+        dead = [f"{names.get(p.pid, 'ui')} exited with {p.returncode}" for p in procs
+                if p.returncode not in (0, None, -signal.SIGTERM)]
+        err.print(f"[red]error:[/red] {'; '.join(dead) or 'a service stopped'}")
+        raise typer.Exit(1)
 
 
 keys_app = typer.Typer(help="API keys for staff and care roles.", no_args_is_help=True)
