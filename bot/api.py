@@ -4,6 +4,7 @@ translate its errors to status codes. Bad input gets a 4xx with a reason, never 
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -94,12 +95,16 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
     state: dict[str, Any] = {"service": service, "audit": service.audit if service else None}
     unavailable = store_errors()
 
+    build_lock, audit_lock = threading.Lock(), threading.Lock()
+
     def get_service() -> ChatService:
-        """The service, built on first use; when Chroma is down that fails with 503 and the
-        next request tries again (no restart needed when Chroma returns)."""
+        """The service, built once on first use; when Chroma is down that fails with 503 and
+        the next request tries again (no restart needed when Chroma returns)."""
         if state["service"] is None:
             try:
-                state["service"] = build_service(settings, audit=get_audit())
+                with build_lock:
+                    if state["service"] is None:
+                        state["service"] = build_service(settings, audit=get_audit())
             except unavailable as exc:
                 log.warning("service not ready: %s", type(exc).__name__)
                 raise HTTPException(
@@ -111,7 +116,9 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
 
     def get_audit() -> AuditStore:
         if state["audit"] is None:
-            state["audit"] = AuditStore(settings.audit_url)
+            with audit_lock:
+                if state["audit"] is None:
+                    state["audit"] = AuditStore(settings.audit_url)
         audit: AuditStore = state["audit"]
         return audit
 
@@ -285,8 +292,8 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
             first = next(events)  # plans the request: bad corpora etc. surface here as 4xx
         except (UnknownCorpusError, CorpusNotPermittedError) as exc:
             raise plan_errors(exc) from exc
-        except Exception as exc:
-            log.exception("chat planning failed")
+        except unavailable as exc:
+            log.warning("chat planning: document store unavailable (%s)", type(exc).__name__)
             raise plan_errors(exc) from exc
 
         def finish(result: ChatResult) -> dict[str, Any]:

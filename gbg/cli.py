@@ -374,6 +374,11 @@ def serve(
         err.print(f"[yellow]note:[/yellow] no store at {settings.chroma_path}; run `gbg ingest` first")
     b = settings.bot
     os.environ["GBG_BOT__WORKERS"] = str(b.workers)  # the workers read their settings again
+    import signal
+
+    # uvicorn drains requests in flight on SIGTERM and then re-raises the signal; a drained,
+    # orderly stop should exit 0, not "killed by SIGTERM".
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run("bot.api:app_factory", factory=True, host=host, port=port, workers=b.workers,
                 log_level="info", timeout_graceful_shutdown=int(b.shutdown_timeout_s),
                 proxy_headers=True, forwarded_allow_ips=b.forwarded_allow_ips)
