@@ -284,8 +284,10 @@ def test_bot_environment_builds_fail_closed_settings(monkeypatch: pytest.MonkeyP
     assert s.audit.url.endswith("@postgres:5432/gbg")
     assert s.bot.rate_storage.startswith("redis://redis:")
     assert services["redis"]["image"].startswith("redis:7")
-    lb_address = services["lb"]["networks"]["default"]["ipv4_address"]
-    assert s.bot.forwarded_allow_ips == interpolate(lb_address, {})
+    # Trusted for X-Forwarded-For: exactly the load balancer and the UI (fixed addresses).
+    trusted = {interpolate(services[n]["networks"]["default"]["ipv4_address"], {})
+               for n in ("lb", "ui")}
+    assert set(s.bot.forwarded_allow_ips.split(",")) == trusted
     assert s.bot.forwarded_allow_ips != "*"
 
     grace = services["bot"]["stop_grace_period"]
