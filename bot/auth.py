@@ -82,5 +82,5 @@ class KeyStore:
         for stored, entry in self._load().items():
             if hmac.compare_digest(stored, h):
                 return Principal(Role(entry["role"]), entry.get("name", ""),
-                                 bool(entry.get("admin", False)))
+                                 entry.get("admin") is True)
         raise InvalidCredentialsError("invalid API key")

@@ -32,7 +32,12 @@ class RateLimiter:
         self.per_address: RateLimitItem | None = (
             parse(settings.rate_per_address) if settings.rate_per_address else None
         )
-        self._limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_storage))
+        options = {}
+        if settings.rate_storage.startswith(("redis", "rediss")):
+            # A hung Redis must cost a request 0.2 s (then it is let through), not hang it.
+            options = {"socket_timeout": 0.2, "socket_connect_timeout": 0.2}
+        self._limiter = MovingWindowRateLimiter(
+            storage_from_string(settings.rate_storage, **options))
 
     def hit(self, kind: str, identity: str) -> Verdict:
         """Count one request for ``identity`` (a key's name or an address); fail open (with a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -380,7 +381,7 @@ def serve(
     # orderly stop should exit 0, not "killed by SIGTERM".
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run("bot.api:app_factory", factory=True, host=host, port=port, workers=b.workers,
-                log_level="info", timeout_graceful_shutdown=int(b.shutdown_timeout_s),
+                log_level="info", timeout_graceful_shutdown=math.ceil(b.shutdown_timeout_s),
                 proxy_headers=True, forwarded_allow_ips=b.forwarded_allow_ips)
 
 
@@ -454,12 +455,15 @@ def up(
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        # A second Ctrl-C or SIGTERM while the children drain must not skip the kill below.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in procs:
             try:
-                p.wait(timeout=25)
+                p.wait(timeout=Settings().bot.shutdown_timeout_s + 5)
             except subprocess.TimeoutExpired:
                 p.kill()
     if not interrupted:

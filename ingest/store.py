@@ -47,6 +47,13 @@ def make_client(settings: Settings) -> Any:
             headers = {}
             if cs.auth_token is not None:
                 headers["Authorization"] = f"Bearer {cs.auth_token.get_secret_value()}"
+            # chromadb's constructor already talks to the server, without a timeout: probe it
+            # first with one, so a hung server fails here instead of hanging the caller.
+            import httpx
+
+            scheme = "https" if cs.ssl else "http"
+            httpx.get(f"{scheme}://{cs.host}:{cs.port}/api/v2/heartbeat", headers=headers,
+                      timeout=cs.timeout_s).raise_for_status()
             client = chromadb.HttpClient(
                 host=cs.host, port=cs.port, ssl=cs.ssl, headers=headers, settings=client_settings
             )

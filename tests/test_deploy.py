@@ -361,3 +361,15 @@ def test_k8s_service_and_autoscaler_target_the_bot() -> None:
     assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
     assert hpa["spec"]["minReplicas"] >= 2
     assert hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"]
+
+
+def test_client_addresses_survive_the_balancer_and_the_ui_listens_outside() -> None:
+    """nginx appends to X-Forwarded-For (so the UI's users keep their own addresses), and the UI
+    container listens on every interface (a --server.address of 127.0.0.1 would be dead)."""
+    conf = (DEPLOY / "nginx.conf").read_text(encoding="utf-8")
+    headers = [ln.split("#")[0].strip() for ln in conf.splitlines()
+               if "X-Forwarded-For" in ln.split("#")[0]]
+    assert headers and all(h.endswith("$proxy_add_x_forwarded_for;") for h in headers), headers
+    ui = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text(encoding="utf-8"))["services"]["ui"]
+    cmd = ui["command"]
+    assert cmd[:2] == ["gbg", "ui"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"

@@ -167,8 +167,8 @@ def test_audit_view_filters_and_is_redacted(ops: dict[str, Any]) -> None:
 
     assert internal.json()["request_id"] in ids(level="internal")
     assert internal.json()["request_id"] not in ids(level="public")
-    assert all(r["level"] == "sensitive" for r in client.get(
-        "/v1/audit", headers=admin, params={"level": "sensitive"}).json())
+    sensitive_rows = client.get("/v1/audit", headers=admin, params={"level": "sensitive"}).json()
+    assert sensitive_rows and all(r["level"] == "sensitive" for r in sensitive_rows)
     assert unknown.json()["request_id"] in ids(refused=True)
     assert unknown.json()["request_id"] not in ids(refused=False)
     assert public.json()["request_id"] in ids(provider="extractive")
@@ -197,3 +197,46 @@ def test_no_chroma_server_gives_503_with_reason_within_the_timeout(tmp_path: Pat
         assert "document store is unavailable" in r.json()["detail"]
         assert r.headers["Retry-After"]
         assert took < s.chroma.timeout_s + 3, (path, took)
+
+
+def test_hung_chroma_at_start_gives_503_within_the_timeout(tmp_path: Path) -> None:
+    """A server that accepts connections and never answers (a hung Chroma) while the service is
+    first built: 503 after the timeout, not a hang (chromadb's own client has no timeout)."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # the kernel accepts into the backlog; nobody ever reads or answers
+    try:
+        s = Settings(_env_file=None)  # type: ignore[call-arg]
+        s.data_dir = tmp_path
+        s.chroma.host, s.chroma.port = "127.0.0.1", hung.getsockname()[1]
+        s.chroma.timeout_s = 1.5
+        s.bot.rate_per_address = None
+        client = TestClient(create_app(s))
+        started = time.monotonic()
+        r = client.post("/v1/chat", json={"messages": [{"role": "user", "content": "Hej?"}]})
+        took = time.monotonic() - started
+        assert r.status_code == 503 and "document store is unavailable" in r.json()["detail"]
+        assert took < s.chroma.timeout_s + 3, took
+    finally:
+        hung.close()
+
+
+def test_hung_rate_limit_store_lets_requests_through_quickly(ops: dict[str, Any]) -> None:
+    """A shared counter store (Redis) that hangs costs a request a fraction of a second and the
+    request is served (a limit must not take the service down)."""
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    try:
+        client = limited_app(ops, rate_per_address="5/minute",
+                             rate_storage=f"redis://127.0.0.1:{hung.getsockname()[1]}/0")
+        started = time.monotonic()
+        r = client.get("/v1/corpora")
+        assert r.status_code == 200
+        assert time.monotonic() - started < 3
+    finally:
+        hung.close()

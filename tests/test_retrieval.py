@@ -182,6 +182,7 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     from ingest.pipeline import ingest_all
 
     make_corpus("stad", {"a.md": "# Badplatser\n\nSaltholmen är en populär badplats."})
+    make_corpus("park", {"p.md": "# Parker\n\nSlottsskogen har ett djurområde med sälar."})
     store = ChromaStore.from_settings(settings)
     ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
     settings.retrieval.refresh_s = 0
@@ -199,8 +200,24 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     hits = r.retrieve("Isbanan Heden", mode="bm25")
     assert hits and "Isbanan" in hits[0].text
 
-    # Narrow the corpus to staff: the public role loses it at once, even from a stale index.
+    # Raise a corpus's sensitivity: hits carry the new label at once, stale index or not.
+    settings.retrieval.rebuild_in_background = True
+    current = r.index_for(Role.public, wait=False)
+    make_corpus("park", {}, sensitivity="internal")
+    ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
+    hits = r.retrieve("Slottsskogen sälar", mode="bm25")
+    assert hits and all(h.metadata["sensitivity"] == "internal" for h in hits
+                        if h.corpus == "park")
+    assert any(h.corpus == "park" for h in hits)
+
+    # Narrow a corpus to staff: the public role loses it at once, even from a stale index,
+    # while the other public corpus is still served from it.
+    before = r.index_for(Role.public, wait=False)
     make_corpus("stad", {}, audience="staff")
     ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
     assert r.retrieve("Saltholmen", mode="bm25") == []
-    assert r.retrieve("Saltholmen", mode="hybrid") == []
+    assert all(h.corpus != "stad" for h in r.retrieve("Saltholmen", mode="hybrid"))
+    assert r.retrieve("Slottsskogen sälar", mode="bm25")
+    assert current is not None and before is not None
+    staff = r.retrieve("Saltholmen", role=Role.staff, mode="bm25")
+    assert staff and staff[0].corpus == "stad"

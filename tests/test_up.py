@@ -49,7 +49,7 @@ def test_gbg_up_runs_bot_and_ui_and_stops_both(bundled_store: Settings) -> None:
         assert page.status_code == 200 and "<html" in page.text.lower()
 
         proc.send_signal(signal.SIGTERM)  # what a service manager sends
-        proc.wait(timeout=60)
+        assert proc.wait(timeout=60) == 0
         for port in (bot_port, ui_port):
             with pytest.raises(httpx.ConnectError):
                 httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
@@ -58,4 +58,4 @@ def test_gbg_up_runs_bot_and_ui_and_stops_both(bundled_store: Settings) -> None:
             proc.kill()
             proc.wait()
     out = proc.stdout.read() if proc.stdout else ""
-    assert "ui: http://127.0.0.1" in out.replace("\n", " ") or "ui:" in out
+    assert f"ui: http://127.0.0.1:{ui_port}" in out, out[-2000:]

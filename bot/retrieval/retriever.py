@@ -4,7 +4,7 @@ Dense search runs in the Chroma collections the role may read; BM25 runs over an
 exactly those collections (one index per role, so even term statistics never cross a role
 boundary); the two ranked lists are fused with weighted reciprocal rank fusion; near-duplicates are
 dropped; optionally the neighbouring chunks of a hit are added. Access is checked three times: the
-collections searched, a metadata filter on every query, and every returned chunk.
+collections searched, a per-chunk label check on every hit, and every returned chunk.
 """
 
 from __future__ import annotations
@@ -192,8 +192,9 @@ class HybridRetriever:
 
     def _signature(self, cols: dict[str, CorpusCollection]) -> tuple[tuple[str, int, str], ...]:
         snap = self._snapshot()
-        return tuple(
-            (n, snap[n][2], str(snap[n][1].get("last_ingest", ""))) for n in sorted(cols)
+        return tuple(  # a collection dropped since ``cols`` was read counts as changed
+            (n, snap[n][2], str(snap[n][1].get("last_ingest", ""))) if n in snap else (n, -1, "")
+            for n in sorted(cols)
         )
 
     def index_for(self, role: Role, wait: bool = True) -> _RoleIndex:
@@ -374,8 +375,16 @@ class HybridRetriever:
 
         out: list[RetrievedChunk] = []
         kept_tokens: list[set[str]] = []
+        labels = {n: meta for n, (_, meta, _) in self._snapshot().items()}
         for cid in ordered:
             ch = by_id[cid]
+            # The corpus's labels as they are now, not as a (possibly stale) BM25 index kept
+            # them: a raised sensitivity routes this request by the new level at once.
+            current = labels.get(ch.corpus)
+            if current is not None:
+                for key in ("audience", "sensitivity"):
+                    if key in current and ch.metadata.get(key) != current[key]:
+                        ch = replace(ch, metadata={**ch.metadata, key: current[key]})
             if not can_read(role, str(ch.metadata.get("audience"))) or ch.corpus not in names:
                 log.error("access check dropped chunk %s of corpus %s", cid, ch.corpus)
                 continue
