@@ -22,7 +22,8 @@ from bot.auth import InvalidCredentialsError, KeyStore, Principal
 from bot.ratelimit import RateLimiter
 from bot.retrieval.retriever import CorpusNotPermittedError, UnknownCorpusError
 from bot.schemas import AuditOut, ChatIn, ChatOut, CorpusOut, ErrorOut, FeedbackIn
-from bot.service import ChatRequest, ChatResult, ChatService, Message as ChatMessage
+from bot.service import ChatRequest, ChatResult, ChatService
+from bot.service import Message as ChatMessage
 from gbg.settings import Settings
 
 log = logging.getLogger("bot.api")

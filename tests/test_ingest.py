@@ -8,7 +8,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -245,7 +244,7 @@ def test_sigkill_mid_ingest_then_rerun_is_consistent(
     settings: Settings, e5: Embedder, make_corpus, kill_after: int
 ) -> None:
     docs = {
-        f"rutin-{i:02d}.md": "# Rutin {i}\n\n".format(i=i)
+        f"rutin-{i:02d}.md": f"# Rutin {i}\n\n"
         + "\n\n".join(
             f"## Steg {j}\n\nI steg {j} av rutin {i} kontrollerar personalen larmet och "
             f"dokumenterar besöket i journalen innan nästa brukare."
