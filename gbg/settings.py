@@ -142,6 +142,17 @@ class BotSettings(BaseModel):
         default=0.5, ge=0, le=1, description="The same, for the extractive provider."
     )
     contact: str = "Göteborgs Stads kontaktcenter, 031-365 00 00, goteborg.se"
+    warm_up: bool = Field(
+        default=True,
+        description="Build the service and every role's BM25 index when a worker starts, "
+        "before it accepts requests.",
+    )
+    threads: int = Field(
+        default=4, ge=1, le=200,
+        description="Requests a worker handles at once; the rest wait their turn in order. "
+        "Few for CPU-bound answering (extractive); more (e.g. 32) when a generative provider "
+        "makes requests wait on the model.",
+    )
     workers: int = Field(
         default=1, ge=1, le=64,
         description="API worker processes for `gbg serve`; more than one needs a Chroma server.",
