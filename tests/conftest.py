@@ -4,7 +4,8 @@ import os
 import socket
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,31 @@ def make_corpus(settings: Settings) -> Callable[..., Path]:
         return write_corpus(settings.corpora_dir, name, files, **kw)
 
     return _make
+
+
+@contextmanager
+def serve_in_thread(app: object, **config: object) -> Iterator[str]:
+    """``app`` served by a real uvicorn in a daemon thread on a free loopback port (after its
+    start-up, warm-up included); yields the base URL and stops the server afterwards."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,  # type: ignore[arg-type]
+                                           log_level="warning", **config))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    try:
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ audit, streaming over real HTTP."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from bot.access import Role
@@ -20,7 +18,7 @@ from bot.api import create_app
 from bot.auth import KeyStore
 from gbg.settings import ProviderSettings, Settings
 from ingest.embedders import Embedder
-from tests.conftest import free_port, make_service
+from tests.conftest import make_service, serve_in_thread
 from tests.peers import OllamaPeer
 
 
@@ -214,20 +212,10 @@ def live_streaming_bot(bundled_store: Settings, e5: Embedder,
                                             base_url=peer.url),
                  "extractive": ProviderSettings(kind="extractive")}
     s, svc = make_service(bundled_store, data, providers, e5=e5)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s, svc), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        with serve_in_thread(create_app(s, svc)) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         peer.stop()
 
 

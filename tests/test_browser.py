@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,12 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from bot.api import create_app
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import REPO, free_port, make_service
+from tests.conftest import REPO, free_port, make_service, serve_in_thread
 from ui.texts import T
 
 pytestmark = pytest.mark.slow
@@ -47,20 +45,8 @@ def bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPath
         ) -> Iterator[dict[str, Any]]:
     """The real bot (ChatService + FastAPI) served by uvicorn in a thread."""
     s, svc = make_service(bundled_store, tmp_path_factory.mktemp("browser-bot"), e5=e5)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s, svc), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "the bot did not start"
-        time.sleep(0.05)
-    try:
-        yield {"svc": svc, "url": f"http://127.0.0.1:{port}"}
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(create_app(s, svc)) as url:
+        yield {"svc": svc, "url": url}
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from bot.api import create_app
 from bot.auth import KeyStore
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import free_port, make_service
+from tests.conftest import free_port, make_service, serve_in_thread
 
 
 def ask(client: TestClient, q: str, headers: dict[str, str] | None = None) -> Any:
@@ -84,32 +84,19 @@ def test_forwarded_address_from_a_trusted_proxy_is_the_client(ops: dict[str, Any
                                                               tmp_path: Path) -> None:
     """Behind the UI or a load balancer every request comes from one peer; uvicorn's proxy
     headers (trusted for GBG_BOT__FORWARDED_ALLOW_IPS) make each end user count separately."""
-    import threading
-
     import httpx
-    import uvicorn
 
     s = ops["settings"].model_copy(deep=True)
     s.bot.rate_per_address = "2/minute"
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(s, ops["svc"]), host="127.0.0.1", port=port, log_level="warning",
-        proxy_headers=True, forwarded_allow_ips=s.bot.forwarded_allow_ips))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        url = f"http://127.0.0.1:{port}/v1/corpora"
+    with serve_in_thread(create_app(s, ops["svc"]), proxy_headers=True,
+                         forwarded_allow_ips=s.bot.forwarded_allow_ips) as base:
+        url = f"{base}/v1/corpora"
 
         def get(ip: str) -> int:
             return httpx.get(url, headers={"X-Forwarded-For": ip}, timeout=30).status_code
 
         assert [get("198.51.100.7") for _ in range(3)] == [200, 200, 429]
         assert [get("203.0.113.9") for _ in range(2)] == [200, 200]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def test_bad_rate_setting_is_refused_at_start() -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from streamlit.testing.v1 import AppTest
 
 from bot.access import Role
@@ -17,7 +14,7 @@ from bot.api import create_app
 from bot.auth import KeyStore
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import REPO, free_port, make_service
+from tests.conftest import REPO, free_port, make_service, serve_in_thread
 
 APP = str(REPO / "ui" / "app.py")
 
@@ -28,22 +25,14 @@ def live_bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.Tem
     s, svc = make_service(bundled_store, tmp_path_factory.mktemp("ui"), e5=e5)
     staff_key = KeyStore(s.keys_path).create(Role.staff, "ui-test")
     admin_key = KeyStore(s.keys_path).create(Role.staff, "ui-admin", admin=True)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(s, svc), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
     old = os.environ.get("GBG_UI__BOT_URL")
-    os.environ["GBG_UI__BOT_URL"] = f"http://127.0.0.1:{port}"
-    try:
-        yield {"svc": svc, "staff_key": staff_key, "admin_key": admin_key}
-    finally:
-        if old is None:
-            os.environ.pop("GBG_UI__BOT_URL", None)
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(create_app(s, svc)) as url:
+        os.environ["GBG_UI__BOT_URL"] = url
+        try:
+            yield {"svc": svc, "staff_key": staff_key, "admin_key": admin_key}
+        finally:
+            if old is None:
+                os.environ.pop("GBG_UI__BOT_URL", None)
 
 
 def texts(at: AppTest) -> str:
