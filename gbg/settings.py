@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,7 +56,33 @@ class WebSettings(BaseModel):
     min_delay_s: float = Field(default=1.0, ge=0, description="Pause between requests to a host.")
     timeout_s: float = Field(default=15.0, gt=0)
     max_pages: int = Field(default=500, ge=1, description="Upper bound per sitemap source.")
-    max_bytes: int = Field(default=10_000_000, ge=1024)
+    max_bytes: int = Field(
+        default=10_000_000, ge=1024, description="Largest body; cut off while it streams in."
+    )
+    deadline_s: float = Field(
+        default=60.0, gt=0,
+        description="Overall time for one URL (robots.txt, redirects and the whole body).",
+    )
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    allow_networks: list[str] = Field(
+        default=[],
+        description="CIDR networks that web ingest may reach although they are loopback, "
+        "private, link-local or otherwise not public (e.g. an intranet '10.20.0.0/16'). "
+        "Empty: public addresses only.",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for net in value:
+            try:
+                out.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a network such as '10.0.0.0/8'") from exc
+        return out
 
 
 class RetrievalSettings(BaseModel):

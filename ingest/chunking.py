@@ -3,8 +3,10 @@
 Headings become the chunk's breadcrumb (``Title > Section > Subsection``) and a chunk never
 straddles a heading. Inside a section, paragraphs are packed up to ``max_tokens`` (measured with the
 embedder's own tokenizer where it has one); an over-long paragraph is split at sentence
-boundaries, and consecutive chunks of one section share up to ``overlap_tokens`` of whole
-sentences so that a fact on a boundary is found from either side.
+boundaries (a "sentence" still too long by words, and a word by characters, so a run of
+characters without any break never becomes one giant chunk), and consecutive chunks of one
+section share up to ``overlap_tokens`` of whole sentences so that a fact on a boundary is found
+from either side.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sentencex
+
+from ingest.limits import check_time
 
 TokenCounter = Callable[[str], int]
 
@@ -88,17 +92,44 @@ def _sentences(text: str, lang: str) -> list[str]:
 
 
 def _hard_split(text: str, budget: int, count: TokenCounter) -> Iterator[str]:
-    """Last resort for a 'sentence' longer than the budget: split by words."""
-    words = text.split()
+    """Last resort for a 'sentence' longer than the budget: split by words, and a word longer
+    than the budget by characters. Word counts are summed (linear, and never less than the
+    count of the joined words for a word-piece tokenizer)."""
     piece: list[str] = []
-    for word in words:
-        piece.append(word)
-        if count(" ".join(piece)) > budget and len(piece) > 1:
-            piece.pop()
+    size = 0
+    for word in text.split():
+        n = count(word)
+        if n > budget:
+            if piece:
+                yield " ".join(piece)
+                piece, size = [], 0
+            yield from _split_chars(word, budget, count)
+            continue
+        if piece and size + n > budget:
             yield " ".join(piece)
-            piece = [word]
+            piece, size = [], 0
+        piece.append(word)
+        size += n
     if piece:
         yield " ".join(piece)
+
+
+# A piece cut out of a run of characters is never longer than this many characters per token of
+# the budget, even when the tokenizer counts the whole run as one unknown token.
+CHARS_PER_TOKEN_MAX = 8
+
+
+def _split_chars(word: str, budget: int, count: TokenCounter) -> Iterator[str]:
+    step = budget * CHARS_PER_TOKEN_MAX
+    start = 0
+    while start < len(word):
+        check_time()
+        piece = word[start : start + step]
+        while step > 1 and count(piece) > budget:
+            step = max(1, step * 2 // 3)
+            piece = word[start : start + step]
+        yield piece
+        start += len(piece)
 
 
 class Chunker:
@@ -114,6 +145,7 @@ class Chunker:
     def chunk(self, markdown: str, title: str = "", lang: str = "sv") -> list[Chunk]:
         chunks: list[Chunk] = []
         for section in split_sections(markdown):
+            check_time()
             path = section.path
             if title and (not path or path[0] != title):
                 path = (title, *path)
@@ -123,13 +155,18 @@ class Chunker:
                 chunks.append(Chunk(index=len(chunks), text=text, section=crumb))
         return chunks
 
+    def _weight(self, text: str) -> int:
+        """Tokens, but never fewer than the characters allow: a tokenizer may count a long run
+        of characters as one unknown token, and a chunk must stay a readable size anyway."""
+        return max(self.count(text), -(-len(text) // CHARS_PER_TOKEN_MAX))
+
     def _units(self, body: str, budget: int, lang: str) -> Iterator[tuple[str, int, str]]:
         """(text, tokens, separator before it) units no larger than the budget.
 
         An over-long block is split at line breaks first (list items), then at sentences.
         """
         for block in _blocks(body):
-            n = self.count(block)
+            n = self._weight(block)
             if n <= budget:
                 yield block, n, "\n\n"
                 continue
@@ -137,7 +174,8 @@ class Chunker:
             for line in (ln.strip() for ln in block.splitlines()):
                 if not line:
                     continue
-                n = self.count(line)
+                check_time()
+                n = self._weight(line)
                 if n <= budget:
                     yield line, n, sep
                     sep = "\n"
@@ -145,10 +183,10 @@ class Chunker:
                 for sent in _sentences(line, lang):
                     for piece in (
                         [sent]
-                        if self.count(sent) <= budget
-                        else list(_hard_split(sent, budget, self.count))
+                        if self._weight(sent) <= budget
+                        else list(_hard_split(sent, budget, self._weight))
                     ):
-                        yield piece, self.count(piece), sep
+                        yield piece, self._weight(piece), sep
                         sep = " "
                 sep = "\n"
 
@@ -176,7 +214,4 @@ class Chunker:
 
 
 def _join(units: list[tuple[str, int, str]]) -> str:
-    out = ""
-    for i, (text, _, sep) in enumerate(units):
-        out += text if i == 0 else sep + text
-    return out
+    return "".join(text if i == 0 else sep + text for i, (text, _, sep) in enumerate(units))

@@ -27,6 +27,15 @@ class LoaderError(IngestError):
         super().__init__(f"{source}: {message}")
 
 
+class LimitExceededError(IngestError):
+    """A file or page is over one of its budgets (size, characters, time): it is skipped."""
+
+
+class UnsafeSourceError(IngestError):
+    """A source points somewhere ingest must not go (outside the corpus folder, a private
+    network address, a host the manifest does not name)."""
+
+
 class EmbedderMismatchError(IngestError):
     def __init__(self, collection: str, stored: str, configured: str) -> None:
         super().__init__(

@@ -2,14 +2,18 @@
 document's structure, so one structure-aware chunker serves them all.
 
 Each loader raises :class:`LoaderError` with a reason a person understands (corrupt, empty,
-unsupported); the pipeline reports it and goes on with the other files.
+unsupported, over a budget); the pipeline reports it and goes on with the other files. Every
+loader reads within :class:`~ingest.limits.FileLimits`: bytes read, uncompressed size of a DOCX
+archive, characters of text, and (cooperatively) time.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import stat
 import statistics
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +21,11 @@ from typing import Any
 
 import yaml
 
-from ingest.errors import LoaderError
+from ingest.errors import IngestError, LimitExceededError, LoaderError, UnsafeSourceError
 from ingest.lang import detect_language
+from ingest.limits import DEFAULT_LIMITS, FileLimits, check_time
+
+MAX_TITLE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ def _finish(
     if not text or not re.search(r"\w", text):
         raise LoaderError(source, "empty document: no text found")
     title = (title or _first_heading(text) or (_title_from_name(path) if path else source)).strip()
+    title = title[:MAX_TITLE_CHARS].strip()
     lang = (lang or "").lower()[:2] or detect_language(text)
     return LoadedDocument(source=source, title=title, text=text, lang=lang, **kw)
 
@@ -59,29 +67,86 @@ def _finish(
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", flags=re.S)
 
 
-def parse_front_matter(text: str) -> tuple[dict[str, Any], str]:
+class _AliasRefused(yaml.YAMLError):
+    pass
+
+
+class FrontMatterLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases: one ``*name`` can expand a few hundred bytes of YAML into
+    megabytes (a "billion laughs"), and front matter never needs them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise _AliasRefused(f"alias {self.peek_event().anchor!r}")
+        return super().compose_node(parent, index)
+
+
+def parse_front_matter(text: str, max_bytes: int = 20_000) -> tuple[dict[str, Any], str]:
     m = _FRONT_MATTER.match(text)
     if not m:
         return {}, text
+    if len(m.group(1)) > max_bytes:
+        raise LimitExceededError(
+            f"front matter longer than {max_bytes} characters: skipped"
+        )
     try:
-        meta = yaml.safe_load(m.group(1)) or {}
-    except yaml.YAMLError:
+        meta = yaml.load(m.group(1), Loader=FrontMatterLoader) or {}  # noqa: S506 (safe loader)
+    except _AliasRefused as exc:
+        raise UnsafeSourceError(
+            f"front matter uses a YAML alias ({exc}): aliases are not allowed, write the value out"
+        ) from exc
+    except (yaml.YAMLError, RecursionError):
         return {}, text
     return (meta if isinstance(meta, dict) else {}), text[m.end() :]
 
 
-def _read_text(path: Path, source: str) -> str:
+def check_chars(text: str, limits: FileLimits) -> str:
+    if len(text) > limits.max_chars:
+        raise LimitExceededError(
+            f"{len(text)} characters of text, more than the limit of {limits.max_chars}: skipped"
+        )
+    return text
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, refusing (without reading it all) a file over ``max_bytes``."""
+    with path.open("rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise LimitExceededError(f"larger than the limit of {max_bytes} bytes: skipped")
+    return data
+
+
+def resolve_inside(root: Path, path: Path, source: str) -> Path:
+    """``path`` with its links resolved; refused when that leaves ``root`` or is not a file."""
+    real_root = root.resolve()
     try:
-        return path.read_text(encoding="utf-8")
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # a dangling link or a loop of links
+        raise LoaderError(source, f"broken link: {exc}") from exc
+    if not real.is_relative_to(real_root):
+        raise LoaderError(
+            source, f"links to {real}, outside the corpus folder: refused (copy the file in)"
+        )
+    if not stat.S_ISREG(real.stat().st_mode):
+        raise LoaderError(source, "not a regular file: skipped")
+    return real
+
+
+def _read_text(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> str:
+    raw = read_capped(path, limits.max_bytes)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         try:
-            return path.read_text(encoding="cp1252")
+            text = raw.decode("cp1252")
         except UnicodeDecodeError as exc:
             raise LoaderError(source, f"not readable as UTF-8 or Windows-1252 text: {exc}") from exc
+    return check_chars(text, limits)
 
 
-def load_markdown(path: Path, source: str) -> LoadedDocument:
-    meta, body = parse_front_matter(_read_text(path, source))
+def load_markdown(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> LoadedDocument:
+    meta, body = parse_front_matter(_read_text(path, source, limits), limits.max_front_matter_bytes)
     return _finish(
         source,
         body,
@@ -92,8 +157,8 @@ def load_markdown(path: Path, source: str) -> LoadedDocument:
     )
 
 
-def load_text(path: Path, source: str) -> LoadedDocument:
-    text = _read_text(path, source)
+def load_text(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> LoadedDocument:
+    text = _read_text(path, source, limits)
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return _finish(source, text, first[:120] or None, None, path)
 
@@ -123,31 +188,43 @@ def html_to_document(html: str, source: str, url: str = "") -> LoadedDocument:
     return _finish(source, text or "", title, m.group(1) if m else None, url=url)
 
 
-def load_html(path: Path, source: str) -> LoadedDocument:
-    return html_to_document(_read_text(path, source), source)
+def load_html(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> LoadedDocument:
+    return html_to_document(_read_text(path, source, limits), source)
 
 
 # --- PDF ---------------------------------------------------------------------------------------
 
 
-def load_pdf(path: Path, source: str) -> LoadedDocument:
+def load_pdf(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> LoadedDocument:
     """Text with headings recovered from font size: lines clearly larger than the body text."""
     import pdfplumber
     from pdfminer.pdfparser import PDFSyntaxError
     from pdfplumber.utils.exceptions import PdfminerException
 
     lines: list[tuple[float, str]] = []
+    chars = 0
     try:
         with pdfplumber.open(path) as pdf:
             info = pdf.metadata or {}
             for page in pdf.pages:
+                check_time()
                 words = page.extract_words(extra_attrs=["size"], keep_blank_chars=False)
                 for line in _group_lines(words):
                     lines.append(line)
+                    chars += len(line[1]) + 1
+                if chars > limits.max_chars:
+                    raise LimitExceededError(
+                        f"more than {limits.max_chars} characters of text: skipped"
+                    )
+                page.close()  # drop the page's parsed objects: memory stays one page deep
+    except IngestError:
+        raise
     except (PdfminerException, PDFSyntaxError, ValueError, KeyError, TypeError) as exc:
-        raise LoaderError(source, f"corrupt or unreadable PDF: {exc or type(exc).__name__}") from exc
+        reason = exc or type(exc).__name__
+        raise LoaderError(source, f"corrupt or unreadable PDF: {reason}") from exc
     except Exception as exc:  # pdfminer raises many private types on damaged files
-        raise LoaderError(source, f"corrupt or unreadable PDF: {type(exc).__name__}: {exc}") from exc
+        reason = f"{type(exc).__name__}: {exc}"
+        raise LoaderError(source, f"corrupt or unreadable PDF: {reason}") from exc
     if not lines:
         raise LoaderError(source, "empty PDF: no extractable text (scanned image?)")
     body = statistics.median(size for size, _ in lines)
@@ -188,24 +265,45 @@ def _group_lines(words: list[dict[str, Any]]) -> Iterator[tuple[float, str]]:
 # --- DOCX --------------------------------------------------------------------------------------
 
 
-def load_docx(path: Path, source: str) -> LoadedDocument:
-    import zipfile
+def check_zip(path: Path, source: str, limits: FileLimits) -> None:
+    """Refuse an archive whose declared uncompressed size is over the limit, before anything
+    inflates it (zipfile itself stops reading a member at its declared size)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise LoaderError(source, f"corrupt or unreadable DOCX: {exc}") from exc
+    total = sum(i.file_size for i in infos)
+    if total > limits.max_unpacked_bytes:
+        raise LimitExceededError(
+            f"the archive declares {total} bytes uncompressed, more than the limit of "
+            f"{limits.max_unpacked_bytes}: skipped (a zip bomb?)"
+        )
 
+
+def load_docx(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> LoadedDocument:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
+    from lxml.etree import LxmlError
 
+    check_zip(path, source, limits)
     try:
         document = docx.Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, LxmlError) as exc:
         raise LoaderError(source, f"corrupt or unreadable DOCX: {exc}") from exc
     out: list[str] = []
+    chars = 0
     for block in document.element.body.iterchildren():
+        check_time()
+        if chars > limits.max_chars:
+            raise LimitExceededError(f"more than {limits.max_chars} characters of text: skipped")
         tag = block.tag.rsplit("}", 1)[-1]
         if tag == "p":
             para = docx.text.paragraph.Paragraph(block, document)
             text = para.text.strip()
             if not text:
                 continue
+            chars += len(text)
             style = (para.style.name if para.style is not None else "") or ""
             m = re.match(r"Heading (\d)", style)
             if style == "Title":
@@ -220,6 +318,7 @@ def load_docx(path: Path, source: str) -> LoadedDocument:
             table = docx.table.Table(block, document)
             for row in table.rows:
                 cells = [c.text.strip() for c in row.cells]
+                chars += sum(len(c) for c in cells)
                 out.append(" | ".join(c for c in cells if c))
     props = document.core_properties
     return _finish(source, "\n\n".join(out), props.title or None, props.language or None, path)
@@ -230,17 +329,33 @@ def load_docx(path: Path, source: str) -> LoadedDocument:
 ID_FIELDS = ("doc_id", "id", "_id")
 
 
-def iter_jsonl(path: Path, source: str) -> Iterator[LoadedDocument | LoaderError]:
+def iter_jsonl(
+    path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS
+) -> Iterator[LoadedDocument | LoaderError]:
     """One document per row, keeping the row's id. A bad row is reported, not fatal."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    if path.stat().st_size > limits.max_bytes:
+        raise LimitExceededError(f"larger than the limit of {limits.max_bytes} bytes: skipped")
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            check_time()
+            where = f"{source}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield LoaderError(where, f"not valid UTF-8 text ({exc.reason} at byte {exc.start})")
+                continue
             if not line.strip():
                 continue
-            where = f"{source}:{lineno}"
+            if len(line) > limits.max_chars:
+                yield LoaderError(where, f"row longer than {limits.max_chars} characters")
+                continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 yield LoaderError(where, f"invalid JSON: {exc.msg}")
+                continue
+            except RecursionError:
+                yield LoaderError(where, "invalid JSON: nested too deeply")
                 continue
             if not isinstance(row, dict):
                 yield LoaderError(where, "row is not a JSON object")
@@ -271,7 +386,7 @@ def iter_jsonl(path: Path, source: str) -> Iterator[LoadedDocument | LoaderError
 
 # --- dispatch ----------------------------------------------------------------------------------
 
-FileLoader = Callable[[Path, str], LoadedDocument]
+FileLoader = Callable[[Path, str, FileLimits], LoadedDocument]
 
 LOADERS: dict[str, FileLoader] = {
     ".md": load_markdown,
@@ -286,18 +401,33 @@ LOADERS: dict[str, FileLoader] = {
 SUPPORTED_SUFFIXES = frozenset([*LOADERS, ".jsonl"])
 
 
-def load_file(path: Path, source: str) -> list[LoadedDocument | LoaderError]:
-    """Load one file into one or more documents (JSON Lines: one per row)."""
+def load_file(
+    path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS
+) -> list[LoadedDocument | LoaderError]:
+    """Load one file into one or more documents (JSON Lines: one per row).
+
+    Problems of the file (corrupt, empty, over a budget, unsafe) come back as LoaderErrors."""
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return list(iter_jsonl(path, source))
     loader = LOADERS.get(suffix)
-    if loader is None:
+    if loader is None and suffix != ".jsonl":
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
         return [LoaderError(source, f"unsupported file type {suffix or '(none)'} ({supported})")]
-    if path.stat().st_size == 0:
-        return [LoaderError(source, "empty file")]
     try:
-        return [loader(path, source)]
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise LimitExceededError(
+                f"{size} bytes, larger than the limit of {limits.max_bytes}: skipped"
+            )
+        if loader is None:
+            return list(iter_jsonl(path, source, limits))
+        if size == 0:
+            return [LoaderError(source, "empty file")]
+        doc = loader(path, source, limits)
+        check_chars(doc.text, limits)
+        return [doc]
     except LoaderError as exc:
         return [exc]
+    except IngestError as exc:
+        return [LoaderError(source, str(exc))]
+    except OSError as exc:
+        return [LoaderError(source, f"cannot read file: {exc.strerror or exc}")]

@@ -28,11 +28,18 @@ import numpy as np
 from gbg.settings import Settings
 from ingest.chunking import Chunker
 from ingest.embedders import Embedder
-from ingest.errors import LoaderError
-from ingest.loaders import SUPPORTED_SUFFIXES, LoadedDocument, load_file
+from ingest.errors import IngestError, LoaderError
+from ingest.limits import FileLimits, check_time, time_budget
+from ingest.loaders import (
+    SUPPORTED_SUFFIXES,
+    LoadedDocument,
+    load_file,
+    read_capped,
+    resolve_inside,
+)
 from ingest.manifest import CorpusManifest, FileSource, SitemapSource, UrlListSource
 from ingest.store import ChromaStore, CorpusCollection, SourceState, now_iso
-from ingest.web import PoliteFetcher, document_from_fetch
+from ingest.web import PoliteFetcher, document_from_fetch, manifest_hosts
 
 PIPELINE_VERSION = "1"
 log = logging.getLogger(__name__)
@@ -101,6 +108,16 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _file_error(source: str, exc: Exception) -> LoaderError:
+    """Whatever went wrong with one source, as that source's error."""
+    if isinstance(exc, LoaderError):
+        return exc
+    if isinstance(exc, IngestError):
+        return LoaderError(source, str(exc))
+    reason = f"{type(exc).__name__}: {exc}"
+    return LoaderError(source, f"could not be loaded: {reason[:300]}")
+
+
 Progress = Callable[[str], None]
 
 
@@ -113,8 +130,10 @@ class Ingestor:
         store: ChromaStore,
         embedder: Embedder,
         fetcher: PoliteFetcher | None = None,
+        limits: FileLimits | None = None,
     ) -> None:
         self.settings = settings
+        self.limits = limits or FileLimits()
         self.store = store
         self.embedder = embedder
         self.fetcher = fetcher
@@ -130,13 +149,18 @@ class Ingestor:
 
     def list_files(self, manifest: CorpusManifest, src: FileSource) -> list[Path]:
         root = manifest.root
+        real_root = root.resolve()
         found: dict[str, Path] = {}
         for pattern in src.include:
             for p in sorted(root.glob(pattern)):
                 rel = p.relative_to(root).as_posix()
-                if not p.is_file() or p.name == "corpus.toml" or p.name.startswith("."):
+                if p.name == "corpus.toml" or p.name.startswith("."):
                     continue
                 if any(fnmatch.fnmatch(rel, ex) for ex in src.exclude):
+                    continue
+                # A folder inside the corpus is listed through its files; anything else (a
+                # link out of the corpus, a special file) is listed so that it is reported.
+                if p.is_dir() and p.resolve().is_relative_to(real_root):
                     continue
                 found[rel] = p
         return [found[k] for k in sorted(found)]
@@ -169,32 +193,54 @@ class Ingestor:
                 try:
                     fetcher = self._fetcher()
                     limit = min(src.max_pages or self.settings.web.max_pages, self.settings.web.max_pages)
-                    work.extend(("url", u) for u in fetcher.sitemap_urls(str(src.url), src.include, limit))
+                    work.extend(("url", u) for u in fetcher.sitemap_urls(
+                        str(src.url), src.include, limit, hosts=manifest_hosts(manifest)))
                 except LoaderError as exc:
                     report.errors.append(str(exc))
                     listing_complete = False
         if on_total:
             on_total(len(work))
 
+        def failed(err: LoaderError) -> None:
+            report.documents += 1
+            report.errors.append(str(err))
+            seen.add(err.source)  # keep what an earlier run stored for it
+
         for kind, item in work:
-            for result in self._load(manifest, kind, item, states):
-                if isinstance(result, LoaderError):
-                    report.documents += 1
-                    report.errors.append(str(result))
-                    seen.add(result.source)  # keep what an earlier run stored for it
-                    continue
-                source, doc, doc_hash, extra = result
-                report.documents += 1
-                seen.add(source)
-                state = states.get(source)
-                if doc is None:  # unchanged
-                    report.chunks_unchanged += len(state.ids) if state else 0
-                    continue
-                report.documents_changed += 1
-                pending.append(self._prepare(manifest, doc, doc_hash, state, extra))
-                if sum(len(p.ids) for p in pending) >= self.settings.embedder.batch_size * 2:
-                    self._flush(col, pending, report)
-                    pending = []
+            label = item if kind == "url" else item.relative_to(manifest.root).as_posix()
+            # One source's problem (bad bytes, a bomb, a parser's bug) is its own error, never
+            # the run's; each document gets the time budget anew.
+            try:
+                with time_budget(self.limits.max_seconds) as budget:
+                    for result in self._load(manifest, kind, item, states):
+                        if isinstance(result, LoaderError):
+                            failed(result)
+                            budget.restart()
+                            continue
+                        source, doc, doc_hash, extra = result
+                        state = states.get(source)
+                        if doc is None:  # unchanged
+                            report.documents += 1
+                            seen.add(source)
+                            report.chunks_unchanged += len(state.ids) if state else 0
+                            continue
+                        try:
+                            prepared = self._prepare(manifest, doc, doc_hash, state, extra)
+                            check_time()
+                        except Exception as exc:
+                            failed(_file_error(source, exc))
+                            continue
+                        finally:
+                            budget.restart()
+                        report.documents += 1
+                        seen.add(source)
+                        report.documents_changed += 1
+                        pending.append(prepared)
+            except Exception as exc:
+                failed(_file_error(label, exc))
+            if sum(len(p.ids) for p in pending) >= self.settings.embedder.batch_size * 2:
+                self._flush(col, pending, report)
+                pending = []
             if on_advance:
                 on_advance(str(item))
         self._flush(col, pending, report)
@@ -229,19 +275,20 @@ class Ingestor:
     ) -> Iterator[LoaderError | tuple[str, LoadedDocument | None, str, dict[str, str]]]:
         """Yield (source, document or None when unchanged, doc_hash, extra metadata)."""
         if kind == "file":
-            path: Path = item
-            source = path.relative_to(manifest.root).as_posix()
+            listed: Path = item
+            source = listed.relative_to(manifest.root).as_posix()
+            path = resolve_inside(manifest.root, listed, source)  # links may not leave the corpus
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 yield LoaderError(source, f"unsupported file type {path.suffix or '(none)'}: skipped")
                 return
             try:
-                raw = path.read_bytes()
+                raw = read_capped(path, self.limits.max_bytes)
             except OSError as exc:
                 yield LoaderError(source, f"cannot read file: {exc.strerror or exc}")
                 return
             if path.suffix.lower() == ".jsonl":
                 # Rows are documents of their own; hashing each row keeps unchanged rows cheap.
-                for doc in load_file(path, source):
+                for doc in load_file(path, source, self.limits):
                     if isinstance(doc, LoaderError):
                         yield doc
                         continue
@@ -255,7 +302,7 @@ class Ingestor:
             if st is not None and st.is_complete(doc_hash):
                 yield source, None, doc_hash, {}
                 return
-            docs = load_file(path, source)
+            docs = load_file(path, source, self.limits)
             for d in docs:
                 if isinstance(d, LoaderError):
                     yield d
@@ -269,6 +316,7 @@ class Ingestor:
                 url,
                 etag=st.etag if st else "",
                 last_modified=st.last_modified if st else "",
+                hosts=manifest_hosts(manifest),
             )
             if fetched.not_modified and st is not None:
                 yield url, None, next(iter(st.doc_hashes)), {}
@@ -279,7 +327,7 @@ class Ingestor:
                 # Same bytes (server without validators): keep vectors, refresh validators.
                 yield url, None, doc_hash, extra
                 return
-            yield url, document_from_fetch(fetched), doc_hash, extra
+            yield url, document_from_fetch(fetched, self.limits), doc_hash, extra
         except LoaderError as exc:
             yield LoaderError(url, exc.message)
 
@@ -381,10 +429,11 @@ def ingest_all(
     embedder: Embedder,
     rebuild: bool = False,
     progress: Any | None = None,
+    limits: FileLimits | None = None,
 ) -> IngestReport:
     """Ingest several corpora; ``progress`` is an optional rich Progress."""
     started = time.perf_counter()
-    ingestor = Ingestor(settings, store, embedder)
+    ingestor = Ingestor(settings, store, embedder, limits=limits)
     reports = []
     try:
         for manifest in manifests:

@@ -120,6 +120,7 @@ def test_sitemap_robots_and_conditional_get(
 ) -> None:
     state, base = site
     settings.web.min_delay_s = 0.05
+    settings.web.allow_networks = ["127.0.0.0/8"]  # the test site is on loopback
     write_web_corpus(settings, base)
 
     def run() -> object:
@@ -170,6 +171,7 @@ def test_polite_delay_between_requests(site: tuple[Site, str], settings: Setting
 
     _, base = site
     settings.web.min_delay_s = 0.2
+    settings.web.allow_networks = ["127.0.0.0/8"]
     fetcher = PoliteFetcher(settings.web)
     started = time.monotonic()
     for _ in range(3):
@@ -184,6 +186,7 @@ def test_polite_delay_between_requests(site: tuple[Site, str], settings: Setting
 def test_unreachable_host_is_reported(settings: Settings, e5: Embedder, tmp_path: Path) -> None:
     from tests.conftest import free_port
 
+    settings.web.allow_networks = ["127.0.0.0/8"]
     write_web_corpus(settings, f"http://127.0.0.1:{free_port()}")
     report = ingest_all(settings, discover_manifests(settings.corpora_dir),
                         ChromaStore.from_settings(settings), e5)
