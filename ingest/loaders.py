@@ -90,7 +90,7 @@ def parse_front_matter(text: str, max_bytes: int = 20_000) -> tuple[dict[str, An
             f"front matter longer than {max_bytes} characters: skipped"
         )
     try:
-        meta = yaml.load(m.group(1), Loader=FrontMatterLoader) or {}  # noqa: S506 (safe loader)
+        meta = yaml.load(m.group(1), Loader=FrontMatterLoader) or {}  # a SafeLoader
     except _AliasRefused as exc:
         raise UnsafeSourceError(
             f"front matter uses a YAML alias ({exc}): aliases are not allowed, write the value out"
@@ -284,6 +284,8 @@ def check_zip(path: Path, source: str, limits: FileLimits) -> None:
 def load_docx(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> LoadedDocument:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+    from docx.text.paragraph import Paragraph
     from lxml.etree import LxmlError
 
     check_zip(path, source, limits)
@@ -299,7 +301,7 @@ def load_docx(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> L
             raise LimitExceededError(f"more than {limits.max_chars} characters of text: skipped")
         tag = block.tag.rsplit("}", 1)[-1]
         if tag == "p":
-            para = docx.text.paragraph.Paragraph(block, document)
+            para = Paragraph(block, document)
             text = para.text.strip()
             if not text:
                 continue
@@ -315,7 +317,7 @@ def load_docx(path: Path, source: str, limits: FileLimits = DEFAULT_LIMITS) -> L
             else:
                 out.append(text)
         elif tag == "tbl":
-            table = docx.table.Table(block, document)
+            table = Table(block, document)
             for row in table.rows:
                 cells = [c.text.strip() for c in row.cells]
                 chars += sum(len(c) for c in cells)

@@ -80,7 +80,7 @@ class IngestReport:
         return {
             "seconds": round(self.seconds, 3),
             "corpora": [
-                {**{k: v for k, v in vars(c).items()}, "seconds": round(c.seconds, 3)}
+                {**vars(c), "seconds": round(c.seconds, 3)}
                 for c in self.corpora
             ],
         }
@@ -192,7 +192,8 @@ class Ingestor:
             elif isinstance(src, SitemapSource):
                 try:
                     fetcher = self._fetcher()
-                    limit = min(src.max_pages or self.settings.web.max_pages, self.settings.web.max_pages)
+                    limit = min(src.max_pages or self.settings.web.max_pages,
+                                self.settings.web.max_pages)
                     work.extend(("url", u) for u in fetcher.sitemap_urls(
                         str(src.url), src.include, limit, hosts=manifest_hosts(manifest)))
                 except LoaderError as exc:
@@ -201,43 +202,8 @@ class Ingestor:
         if on_total:
             on_total(len(work))
 
-        def failed(err: LoaderError) -> None:
-            report.documents += 1
-            report.errors.append(str(err))
-            seen.add(err.source)  # keep what an earlier run stored for it
-
         for kind, item in work:
-            label = item if kind == "url" else item.relative_to(manifest.root).as_posix()
-            # One source's problem (bad bytes, a bomb, a parser's bug) is its own error, never
-            # the run's; each document gets the time budget anew.
-            try:
-                with time_budget(self.limits.max_seconds) as budget:
-                    for result in self._load(manifest, kind, item, states):
-                        if isinstance(result, LoaderError):
-                            failed(result)
-                            budget.restart()
-                            continue
-                        source, doc, doc_hash, extra = result
-                        state = states.get(source)
-                        if doc is None:  # unchanged
-                            report.documents += 1
-                            seen.add(source)
-                            report.chunks_unchanged += len(state.ids) if state else 0
-                            continue
-                        try:
-                            prepared = self._prepare(manifest, doc, doc_hash, state, extra)
-                            check_time()
-                        except Exception as exc:
-                            failed(_file_error(source, exc))
-                            continue
-                        finally:
-                            budget.restart()
-                        report.documents += 1
-                        seen.add(source)
-                        report.documents_changed += 1
-                        pending.append(prepared)
-            except Exception as exc:
-                failed(_file_error(label, exc))
+            pending.extend(self._load_and_chunk(manifest, kind, item, states, report, seen))
             if sum(len(p.ids) for p in pending) >= self.settings.embedder.batch_size * 2:
                 self._flush(col, pending, report)
                 pending = []
@@ -246,12 +212,12 @@ class Ingestor:
         self._flush(col, pending, report)
 
         if listing_complete:
-            gone = sorted(src for src in states if src not in seen)
-            stale = [cid for src in gone for cid in states[src].ids]
+            gone = sorted(name for name in states if name not in seen)
+            stale = [cid for name in gone for cid in states[name].ids]
             col.delete(stale)
             report.chunks_removed += len(stale)
-            for src in gone:
-                log.info("removed %s: no longer in the corpus", src)
+            for name in gone:
+                log.info("removed %s: no longer in the corpus", name)
         else:
             log.warning("%s: listing incomplete, nothing removed this run", manifest.name)
         report.chunks_total = col.count()
@@ -270,6 +236,56 @@ class Ingestor:
             self.fetcher = PoliteFetcher(self.settings.web)
         return self.fetcher
 
+    def _load_and_chunk(
+        self,
+        manifest: CorpusManifest,
+        kind: str,
+        item: Any,
+        states: dict[str, SourceState],
+        report: CorpusReport,
+        seen: set[str],
+    ) -> list[_Pending]:
+        """One work item's changed documents, chunked. Whatever goes wrong with it (bad bytes,
+        a bomb, a parser's bug, a budget) is its own reported error, never the run's; each
+        document gets the time budget anew."""
+
+        def failed(err: LoaderError) -> None:
+            report.documents += 1
+            report.errors.append(str(err))
+            seen.add(err.source)  # keep what an earlier run stored for it
+
+        label = item if kind == "url" else item.relative_to(manifest.root).as_posix()
+        out: list[_Pending] = []
+        try:
+            with time_budget(self.limits.max_seconds) as budget:
+                for result in self._load(manifest, kind, item, states):
+                    if isinstance(result, LoaderError):
+                        failed(result)
+                        budget.restart()
+                        continue
+                    source, doc, doc_hash, extra = result
+                    state = states.get(source)
+                    if doc is None:  # unchanged
+                        report.documents += 1
+                        seen.add(source)
+                        report.chunks_unchanged += len(state.ids) if state else 0
+                        continue
+                    try:
+                        prepared = self._prepare(manifest, doc, doc_hash, state, extra)
+                        check_time()
+                    except Exception as exc:
+                        failed(_file_error(source, exc))
+                        continue
+                    finally:
+                        budget.restart()
+                    report.documents += 1
+                    seen.add(source)
+                    report.documents_changed += 1
+                    out.append(prepared)
+        except Exception as exc:
+            failed(_file_error(label, exc))
+        return out
+
     def _load(
         self, manifest: CorpusManifest, kind: str, item: Any, states: dict[str, SourceState]
     ) -> Iterator[LoaderError | tuple[str, LoadedDocument | None, str, dict[str, str]]]:
@@ -279,7 +295,8 @@ class Ingestor:
             source = listed.relative_to(manifest.root).as_posix()
             path = resolve_inside(manifest.root, listed, source)  # links may not leave the corpus
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                yield LoaderError(source, f"unsupported file type {path.suffix or '(none)'}: skipped")
+                suffix = path.suffix or "(none)"
+                yield LoaderError(source, f"unsupported file type {suffix}: skipped")
                 return
             try:
                 raw = read_capped(path, self.limits.max_bytes)
@@ -401,7 +418,8 @@ class Ingestor:
         report.embedded += len(to_embed)
 
         for di, p in enumerate(pending):
-            old_hash_by_id = {v: k for k, v in (p.state.content_hash_to_id.items() if p.state else [])}
+            old_ids = p.state.content_hash_to_id.items() if p.state else []
+            old_hash_by_id = {v: k for k, v in old_ids}
             for cid, chash in zip(p.ids, p.content_hashes, strict=True):
                 if cid not in old_hash_by_id:
                     report.chunks_added += 1
@@ -443,7 +461,7 @@ def ingest_all(
                 if progress is not None:
                     progress.update(task, total=n)
 
-            def on_advance(item: str, task: Any = task) -> None:
+            def on_advance(_item: str, task: Any = task) -> None:
                 if progress is not None:
                     progress.advance(task)
 

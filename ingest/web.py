@@ -204,12 +204,6 @@ class _CheckedBackend(httpcore.SyncBackend):
         assert failure is not None
         raise failure
 
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None,
-        socket_options: Iterable[typing.Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise UnsafeSourceError("unix sockets are not a web source")
-
 
 # httpcore's errors as the httpx ones callers expect; subclasses before their bases.
 _ERRORS: list[tuple[type[Exception], type[httpx.HTTPError]]] = [
@@ -410,14 +404,14 @@ class PoliteFetcher:
                     f"{root}/robots.txt", {}, hosts or {parts.host}, check_robots=False
                 )
                 if answer.status in (401, 403):
-                    rp.disallow_all = True
+                    rp.disallow_all = True  # type: ignore[attr-defined]
                 elif answer.status >= 400:
-                    rp.allow_all = True
+                    rp.allow_all = True  # type: ignore[attr-defined]
                 else:
                     rp.parse(answer.body.decode("utf-8", errors="replace").splitlines())
             except (httpx.HTTPError, LoaderError, UnsafeSourceError):
                 # No robots.txt to be had: the page itself is checked and fetched on its own.
-                rp.allow_all = True
+                rp.allow_all = True  # type: ignore[attr-defined]
             self._robots[root] = rp
         return rp.can_fetch(self.settings.user_agent, url)
 

@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         srv = self.server
         srv.requests.append(self.path)
         if self.path in srv.slow:
@@ -485,3 +485,42 @@ def test_unexpected_exception_in_one_file_is_that_files_error(
     assert error.startswith("docs/bad.docx: ") and "DOCX" in error
     assert set(stored(settings, "a-trasig")) == {"docs/good.md"}
     assert set(stored(settings, "b-senare")) == {"docs/later.md"}
+
+
+def test_dns_rebinding_gains_nothing(
+    settings: Settings, public: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name that resolves to an allowed address when checked and to the admin server a moment
+    later: the connection goes to a checked address or nowhere."""
+    import socket
+
+    from ingest.errors import LoaderError
+    from ingest.web import PoliteFetcher
+
+    port = public.server_address[1]
+    try:
+        admin = Recorder.__new__(Recorder)
+        admin.routes, admin.requests, admin.sent, admin.slow = {}, [], {}, {}
+        ThreadingHTTPServer.__init__(admin, ("127.0.0.1", port), _Handler)
+    except OSError:
+        pytest.skip("the public site's port is taken on 127.0.0.1")
+    admin.routes["/page"] = html("Admin", SECRET)
+    threading.Thread(target=admin.serve_forever, daemon=True).start()
+    real = socket.getaddrinfo
+    answers = iter(["127.0.0.2"])
+
+    def rebinding(host: object, *args: object, **kw: object) -> object:
+        if host == "rebind.example":
+            return real(next(answers, "127.0.0.1"), *args, **kw)  # type: ignore[arg-type]
+        return real(host, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    settings.web.allow_networks = ["127.0.0.2/32"]
+    fetcher = PoliteFetcher(settings.web)
+    try:
+        with pytest.raises(LoaderError, match="127.0.0.1 .loopback.: not allowed"):
+            fetcher.fetch(f"http://rebind.example:{port}/page")
+    finally:
+        fetcher.close()
+        admin.stop()
+    assert admin.requests == []

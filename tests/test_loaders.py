@@ -43,12 +43,14 @@ def test_html_keeps_main_content_and_drops_navigation(tmp_path: Path) -> None:
     p = tmp_path / "a.html"
     p.write_text(
         """<html lang="sv"><head><title>Parkering – Göteborgs Stad</title></head><body>
-        <nav><ul><li><a href="/">Startsida</a></li><li><a href="/om">Om webbplatsen</a></li></ul></nav>
+        <nav><ul><li><a href="/">Startsida</a></li>
+        <li><a href="/om">Om webbplatsen</a></li></ul></nav>
         <div class="cookie-banner">Vi använder kakor för att förbättra webbplatsen.</div>
         <main><article><h1>Parkeringstillstånd</h1>
         <p>Med ett parkeringstillstånd för rörelsehindrade får du parkera närmare ditt mål.</p>
         <h2>Så ansöker du</h2><p>Du fyller i ansökan och bifogar ett läkarintyg från din läkare.</p>
-        </article></main><footer><a href="/kontakt">Kontakta oss</a> Tillgänglighetsredogörelse</footer>
+        </article></main>
+        <footer><a href="/kontakt">Kontakta oss</a> Tillgänglighetsredogörelse</footer>
         </body></html>""",
         encoding="utf-8",
     )
@@ -107,7 +109,9 @@ def test_jsonl_keeps_row_ids_and_reports_bad_rows(tmp_path: Path) -> None:
         ("image.png", b"\x89PNG\r\n", "unsupported"),
     ],
 )
-def test_bad_files_give_clear_errors(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
+def test_bad_files_give_clear_errors(
+    tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
     p = tmp_path / name
     p.write_bytes(content)
     [err] = load_file(p, name)
@@ -144,5 +148,7 @@ def test_bundled_chunks_never_straddle_a_heading() -> None:
         sections = split_sections(doc.text)
         for ch in chunker.chunk(doc.text, doc.title, doc.lang):
             assert not any(line.lstrip().startswith("#") for line in ch.text.splitlines())
-            owners = [s for s in sections if ch.text.split()[0] in s.body and ch.text[:40] in s.body]
+            owners = [
+                s for s in sections if ch.text.split()[0] in s.body and ch.text[:40] in s.body
+            ]
             assert owners, f"{p.name}: chunk not inside any one section: {ch.text[:60]!r}"

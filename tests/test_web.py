@@ -6,7 +6,6 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -53,7 +52,7 @@ def site() -> Iterator[tuple[Site, str]]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             state.requests.append((self.command, self.path, dict(self.headers)))
             base = f"http://{self.headers['Host']}"
             if self.path == "/robots.txt":
@@ -183,7 +182,7 @@ def test_polite_delay_between_requests(site: tuple[Site, str], settings: Setting
     assert fetcher.requested[0].endswith("/robots.txt")
 
 
-def test_unreachable_host_is_reported(settings: Settings, e5: Embedder, tmp_path: Path) -> None:
+def test_unreachable_host_is_reported(settings: Settings, e5: Embedder) -> None:
     from tests.conftest import free_port
 
     settings.web.allow_networks = ["127.0.0.0/8"]
