@@ -25,7 +25,7 @@ class FileLimits(BaseModel):
         description="Largest total uncompressed size a DOCX (zip) archive may declare.",
     )
     max_chars: int = Field(
-        default=5_000_000, ge=1, description="Most characters of text in one document."
+        default=2_000_000, ge=1, description="Most characters of text in one document (~600 pages)."
     )
     max_front_matter_bytes: int = Field(default=20_000, ge=1)
     max_seconds: float = Field(
