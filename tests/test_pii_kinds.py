@@ -105,56 +105,16 @@ NEGATIVES = [
     _row("date-event", "Vad händer på Liseberg den 13 december 2026?", P),
     _row("price", "Kostar ett 24-timmarsbiljett 165 kronor?", P),
     _row("tram-line", "Går linje 11 till Saltholmen kl 10.30?", P),
-    _row("public-place-address", "Hur tar jag mig till Södra Vägen 54?", P),
+    # a street and number with no person: doubt (kept local), not personal data
+    _row("public-place-address", "Hur tar jag mig till Södra Vägen 54?", I),
     _row("famous", "Var står statyn av Gustav II Adolf?", P),
     _row("en-words-not-id", "Can two or three people share one ticket?", P),
     _row("ar-ordinary", "متى تفتح المكتبة يوم الأحد؟", P),
     _row("ti-ordinary", "ቤተ-መጻሕፍቲ ሰንበት ክፉት ድዩ?", P),
 ]
 
-# Rows that failed before the fix (written first, committed as strict xfails).
-XFAIL_BEFORE: set[str] = {
-    "sv-words",
-    "sv-compound-words",
-    "en-words",
-    "en-tens",
-    "de-words",
-    "pl-words",
-    "tr-words",
-    "slash",
-    "underscore",
-    "colon",
-    "double-dash",
-    "fullwidth",
-    "json-fields",
-    "parts-month-name",
-    "parts-en",
-    "parts-across-turns",
-    "dob-with-name",
-    "dob-alone-is-doubt",
-    "misspelt-client",
-    "misspelt-lower",
-    "initials-diagnosis",
-    "surname-initial",
-    "initial-surname",
-    "first-name-street",
-    "nickname",
-    "lower-address",
-    "sv-mannen",
-    "pl-mama",
-    "bs-majka",
-    "so-hooyo",
-    "fi-aiti",
-    "tr-annem",
-    "ar-mother-diabetes",
-    "fa-father-heart",
-    "ti-mother-diabetes",
-    "ar-name-client",
-    "cyrillic-is-doubt",
-    "turn1-words",
-    "six-digits-doubt",
-    "public-org-phone",
-}
+# Rows that failed before the fix were committed as strict xfails (commit 445a5f1); none now.
+XFAIL_BEFORE: set[str] = set()
 
 
 def _mark(rows: list) -> list:
@@ -180,7 +140,6 @@ def test_ordinary_question_stays_public(detector: Detector, turns: list[str], le
     assert c.level == level, c
 
 
-@pytest.mark.xfail(strict=True)
 def test_redaction_covers_the_normalised_view(detector: Detector) -> None:
     """Values found only in the canonical view are redacted too (the whole text if need be)."""
     for text in ("pnr 850212\u22121232", "mitt nummer 8502\u200b12-1232",
