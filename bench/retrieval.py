@@ -23,8 +23,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.access import Role  # noqa: E402
+from gbg.labels import Role  # noqa: E402
 from bot.retrieval.retriever import HybridRetriever  # noqa: E402
+from bot.retrieval.types import RetrievalOptions  # noqa: E402
 from eval.datasets import load_retrieval_dataset  # noqa: E402
 from eval.retrieval import build_store, dataset_settings  # noqa: E402
 from gbg.settings import Settings  # noqa: E402
@@ -50,7 +51,7 @@ def real_vectors(settings: Settings, data: Path) -> tuple[np.ndarray, list[str],
 
 def build(path: Path, n: int, vecs: np.ndarray, texts: list[str], metas: list[dict],
           rng: np.random.Generator) -> Settings:
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     s.data_dir = path
     store = ChromaStore.from_settings(s)
     col = store.client.get_or_create_collection(
@@ -99,7 +100,7 @@ def main() -> None:
                 times = []
                 for q in questions:
                     t0 = time.perf_counter()
-                    r.retrieve(q, mode=mode)
+                    r.retrieve(q, options=RetrievalOptions(mode=mode))
                     times.append((time.perf_counter() - t0) * 1000)
                 print(f"{n:>8} {mode:<7} {np.percentile(times, 50):>8.1f} "
                       f"{np.percentile(times, 95):>8.1f}   ({built:.0f})")

@@ -7,10 +7,10 @@ import csv
 import io
 import json
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, Field
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -55,32 +55,46 @@ audit_table = Table(
     Column("lang", String(4)),
     Column("latency_ms", Float),
     Column("question", Text),  # redacted, or NULL
+    Column("outcome", String(32)),
     Column("feedback_rating", Integer),
     Column("feedback_comment", Text),
     Column("feedback_time", DateTime(timezone=True)),
 )
 
 
-@dataclass
-class AuditRecord:
+class AuditRecord(BaseModel):
+    """One request as the audit log keeps it (the question already redacted, or None)."""
+
     request_id: str
     endpoint: str
     status: int
     role: str
     level: str = "public"
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
     provider: str | None = None
     model: str | None = None
     location: str | None = None
-    corpora: list[str] = field(default_factory=list)
-    chunk_ids: list[str] = field(default_factory=list)
+    corpora: list[str] = Field(default_factory=list)
+    chunk_ids: list[str] = Field(default_factory=list)
     refused: bool = False
     refusal_reason: str | None = None
     grounded: bool | None = None
     lang: str | None = None
     latency_ms: float | None = None
-    question: str | None = None
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    question: str | None = Field(default=None, description="Redacted; never for sensitive.")
+    outcome: str | None = Field(
+        default=None,
+        description="answered, refused, client_disconnected or error (chat requests).",
+    )
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class AuditEntry(AuditRecord):
+    """A stored record with the feedback given on it: what the audit view shows."""
+
+    feedback_rating: int | None = None
+    feedback_comment: str | None = Field(default=None, description="Redacted.")
+    feedback_time: datetime | None = None
 
 
 class UnknownRequestError(Exception):
@@ -114,10 +128,21 @@ def _create_schema(engine: Engine, attempts: int = 3) -> None:
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except DBAPIError:
             if attempt == attempts - 1 or not inspect(engine).has_table(audit_table.name):
                 raise
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Columns added since a database was created (``outcome``), added in place."""
+    have = {c["name"] for c in inspect(engine).get_columns(audit_table.name)}
+    for col in audit_table.columns:
+        if col.name not in have:
+            kind = col.type.compile(dialect=engine.dialect)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {audit_table.name} ADD COLUMN {col.name} {kind}")
 
 
 class AuditStore:
@@ -144,9 +169,17 @@ class AuditStore:
         _create_schema(self.engine)
 
     def write(self, rec: AuditRecord) -> None:
-        row = {k: _clean(v) for k, v in rec.__dict__.items()}
+        row = {k: _clean(v) for k, v in rec.model_dump().items()}
         with self.engine.begin() as conn:
             conn.execute(insert(audit_table).values(**row))
+
+    def complete(self, rec: AuditRecord) -> None:
+        """Replace a written record's fields (not its time or feedback) when the request ends."""
+        row = {k: _clean(v) for k, v in rec.model_dump(exclude={"time", "request_id"}).items()}
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(audit_table).where(audit_table.c.request_id == rec.request_id).values(**row)
+            )
 
     def feedback(self, request_id: str, rating: int, comment: str | None) -> None:
         with self.engine.begin() as conn:
@@ -185,7 +218,8 @@ class AuditStore:
     def purge(self, older_than_days: int) -> int:
         cutoff = datetime.now(UTC) - timedelta(days=older_than_days)
         with self.engine.begin() as conn:
-            return int(conn.execute(delete(audit_table).where(audit_table.c.time < cutoff)).rowcount)
+            res = conn.execute(delete(audit_table).where(audit_table.c.time < cutoff))
+            return int(res.rowcount)
 
     def export(self, fmt: str = "json") -> str:
         rows = self.query(limit=10**9)

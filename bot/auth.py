@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.access import Role
+from gbg.labels import Role
 
 PREFIX = "gbg_"
 

@@ -21,6 +21,7 @@ import numpy as np
 import sentencex
 
 from bot.llm.base import Source
+from bot.overlap import stem_set, weighted_coverage
 from bot.retrieval.lexical import Decompounder, stem, swedish_lexicon, words
 from ingest.embedders import Embedder
 from ingest.lang import detect_language
@@ -72,9 +73,6 @@ class Verification:
         return self.cited_any and not self.unsupported and any(
             c.supported and c.cited for c in self.checks
         )
-
-    def kept_text(self) -> str:
-        return " ".join(c.sentence for c in self.checks if c.supported).strip()
 
 
 def split_cited_sentences(answer: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -149,6 +147,37 @@ def _content_stems(text: str) -> list[str]:
     return [stem(w, "sv") for w in words(_MARK.sub(" ", text)) if len(w) > 2 and not w.isdigit()]
 
 
+class _SourceView:
+    """The cited sources' sentences, split once and embedded at most once per verification."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.sentences = [
+            s for src in sources for s in sentencex.segment(src.lang or "sv", src.text)
+            if len(s.strip()) > 10
+        ]
+        self._vectors: np.ndarray | None = None
+        self._windows: np.ndarray | None = None
+        self._claims: dict[str, np.ndarray] = {}
+
+    def sentence_vectors(self, embedder: Embedder) -> np.ndarray:
+        if self._vectors is None:
+            self._vectors = embedder.embed_passages(self.sentences)
+        return self._vectors
+
+    def window_vectors(self, embedder: Embedder) -> np.ndarray | None:
+        pairs = [" ".join(self.sentences[i : i + 2]) for i in range(len(self.sentences) - 1)]
+        if not pairs:
+            return None
+        if self._windows is None:
+            self._windows = embedder.embed_passages(pairs)
+        return self._windows
+
+    def claim_vector(self, embedder: Embedder, claim: str) -> np.ndarray:
+        if claim not in self._claims:
+            self._claims[claim] = embedder.embed_passages([_MARK.sub("", claim)])[0]
+        return self._claims[claim]
+
+
 class CitationVerifier:
     def __init__(
         self,
@@ -168,65 +197,40 @@ class CitationVerifier:
             self._decompounder = Decompounder(swedish_lexicon())
         return self._decompounder
 
-    def _source_stems(self, text: str) -> set[str]:
-        out: set[str] = set()
-        for w in words(text):
-            out.add(stem(w, "sv"))
-            out.add(stem(w, "en"))
-            out.update(stem(p, "sv") for p in self._parts().split(w))
-        return out
-
     def _lexical(self, claim: str, source_text: str, lang: str = "sv") -> float:
-        """Share of the claim's content words found in the source, each weighted by how rare
-        it is in the language (a missing 'massera' matters, a missing 'måste' hardly)."""
-        from wordfreq import zipf_frequency
+        """Share of the claim's content words found in the source (compound parts included),
+        each weighted by how rare it is in the language."""
+        have = stem_set(source_text, self._parts())
+        return weighted_coverage(_MARK.sub(" ", claim), have, lang, skip_digits=True)
 
-        have = self._source_stems(source_text)
-        total = hit = 0.0
-        for w in words(_MARK.sub(" ", claim)):
-            if len(w) <= 2 or w.isdigit():
-                continue
-            weight = max(0.5, 7.0 - zipf_frequency(w, lang))
-            total += weight
-            s = stem(w, "sv")
-            if s in have or stem(w, "en") in have or any(len(s) >= 5 and s in h for h in have):
-                hit += weight
-        return hit / total if total else 1.0
-
-    def _related_sentences(self, claim: str, sources: Sequence[Source],
-                           cross: bool) -> list[str]:
+    def _related_sentences(self, claim: str, view: _SourceView, cross: bool) -> list[str]:
         """The source sentences the claim is about: by shared words, or across languages by
         embedding similarity."""
-        sents = [s for src in sources for s in sentencex.segment(src.lang or "sv", src.text)
-                 if len(s.strip()) > 10]
-        if not sents:
+        if not view.sentences:
             return []
         if cross and self.embedder is not None:
-            q = self.embedder.embed_passages([_MARK.sub("", claim)])[0]
-            sims = self.embedder.embed_passages(sents) @ q
-            order = np.argsort(-sims)
-            return [sents[i] for i in order[:3]]
+            sims = view.sentence_vectors(self.embedder) @ view.claim_vector(self.embedder, claim)
+            return [view.sentences[i] for i in np.argsort(-sims)[:3]]
         cs = set(_content_stems(claim))
-        scored = sorted(((len(cs & set(_content_stems(t))), t) for t in sents),
+        scored = sorted(((len(cs & set(_content_stems(t))), t) for t in view.sentences),
                         key=lambda x: -x[0])
         return [t for n, t in scored[:3] if n > 0]
 
-    def _similarity(self, claim: str, sources: Sequence[Source]) -> float | None:
+    def _similarity(self, claim: str, view: _SourceView) -> float | None:
+        """The claim's best cosine similarity to a sentence or a pair of adjacent sentences."""
         if self.embedder is None:
             return None
-        sents = [s for src in sources for s in sentencex.segment(src.lang or "sv", src.text)
-                 if len(s.strip()) > 10]
-        if not sents:
+        if not view.sentences:
             return 0.0
-        q = self.embedder.embed_passages([_MARK.sub("", claim)])[0]
-        p = self.embedder.embed_passages(sents)
-        windows = [" ".join(sents[i : i + 2]) for i in range(len(sents) - 1)]
-        if windows:
-            p = np.vstack([p, self.embedder.embed_passages(windows)])
-        return float(np.max(p @ q))
+        p = view.sentence_vectors(self.embedder)
+        windows = view.window_vectors(self.embedder)
+        if windows is not None:
+            p = np.vstack([p, windows])
+        return float(np.max(p @ view.claim_vector(self.embedder, claim)))
 
     def check_sentence(self, sentence: str, cited: tuple[int, ...],
-                       sources: dict[int, Source]) -> SentenceCheck:
+                       sources: dict[int, Source],
+                       views: dict[tuple[int, ...], _SourceView] | None = None) -> SentenceCheck:
         if not cited:
             if _META.search(sentence):
                 return SentenceCheck(sentence, cited, True, "meta")
@@ -240,7 +244,9 @@ class CitationVerifier:
             return SentenceCheck(sentence, cited, False, "number")
         claim_lang = detect_language(_MARK.sub("", sentence))
         cross = all(s.lang != claim_lang for s in cited_sources)
-        related = self._related_sentences(sentence, cited_sources, cross)
+        view = views.setdefault(cited, _SourceView(cited_sources)) if views is not None \
+            else _SourceView(cited_sources)
+        related = self._related_sentences(sentence, view, cross)
         neg_claim = _negated(sentence)
         if related:
             # A negated claim needs a negated sentence among those it is about; an affirmative
@@ -259,14 +265,15 @@ class CitationVerifier:
             lex = self._lexical(sentence, text, claim_lang)
             ok = lex >= self.lexical_ok
             return SentenceCheck(sentence, cited, ok, "ok" if ok else "content", lex)
-        sim = self._similarity(sentence, cited_sources)
+        sim = self._similarity(sentence, view)
         ok = sim is not None and sim >= self.similarity_ok
         return SentenceCheck(sentence, cited, ok, "ok" if ok else "content", 0.0, sim)
 
     def verify(self, answer: str, sources: Sequence[Source]) -> Verification:
         by_n = {s.n: s for s in sources}
+        views: dict[tuple[int, ...], _SourceView] = {}  # sentences split and embedded once
         return Verification(
-            [self.check_sentence(s, c, by_n) for s, c in split_cited_sentences(answer)]
+            [self.check_sentence(s, c, by_n, views) for s, c in split_cited_sentences(answer)]
         )
 
 

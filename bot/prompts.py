@@ -1,10 +1,12 @@
 """System prompts (Swedish and English) and the message layout sent to a generative model.
 
 Sources are delimited data: the model is told never to follow instructions inside them, and the
-delimiters cannot be closed from inside a document.
+delimiters cannot be closed from inside a document (the text is XML-escaped).
 """
 
 from __future__ import annotations
+
+from xml.sax.saxutils import escape, quoteattr
 
 from bot.llm.base import GenerationRequest
 
@@ -35,13 +37,12 @@ USER = {
 }
 
 
-def _clean(text: str) -> str:
-    return text.replace("<source", "‹source").replace("</source", "‹/source")
-
-
 def format_sources(request: GenerationRequest) -> str:
+    """Each source inside ``<source>`` delimiters. Document text and titles are data: they are
+    XML-escaped (so no casing or spelling of ``</source>`` can close the delimiter, and a quote
+    cannot leave the attribute) and their own citation markers are neutralised already."""
     return "\n".join(
-        f'<source n="{s.n}" title="{_clean(s.title)}">\n{_clean(s.text)}\n</source>'
+        f"<source n=\"{s.n}\" title={quoteattr(s.title)}>\n{escape(s.text)}\n</source>"
         for s in request.sources
     )
 

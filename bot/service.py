@@ -1,7 +1,8 @@
-"""The chat pipeline: rewrite -> retrieve -> classify -> route -> generate -> verify -> audit.
+"""The chat pipeline: rewrite -> retrieve -> classify -> route -> decide -> generate -> verify.
 
-Decisions (classification, routing) are pure functions in ``bot.sensitivity``; this module is the
-thin layer with side effects around them. It never imports FastAPI.
+Every decision is a pure function elsewhere (``bot.classify``, ``bot.routing``, ``bot.policy``);
+this module is the thin layer with side effects around them. It never imports FastAPI; the
+HTTP layer writes the audit record from the result.
 """
 
 from __future__ import annotations
@@ -10,118 +11,43 @@ import logging
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-from bot.access import Role
+from bot import policy
 from bot.audit import AuditRecord, AuditStore
 from bot.citations import CitationVerifier, Verification
-from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source
+from bot.classify import Classification, classify
+from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source, as_data
 from bot.llm.extractive import extractive_answer
-from bot.relevance import question_coverage, same_language
-from bot.retrieval.retriever import HybridRetriever, RetrievedChunk
+from bot.models import (
+    ChatRequest,
+    ChatResult,
+    Citation,
+    DecidedEvent,
+    FinalEvent,
+    ResetEvent,
+    StreamEvent,
+    TokenEvent,
+)
+from bot.pii import Detector
+from bot.retrieval.retriever import HybridRetriever
+from bot.retrieval.types import RetrievalOptions, RetrievedChunk
 from bot.rewrite import rewrite
-from bot.sensitivity import Classification, Detector, ProviderOption, classify, route
+from bot.routing import ProviderOption, route
+from bot.texts import text as catalogue_text
+from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.lang import detect_language
-from ingest.manifest import Sensitivity
 
 log = logging.getLogger(__name__)
 
-REFUSAL = {
-    "sv": "Jag vet tyvärr inte svaret på det utifrån mina källor. Kontakta {contact}, så hjälper de "
-    "dig vidare.",
-    "en": "I'm sorry, I don't know the answer to that from my sources. Please contact {contact} "
-    "and they will help you.",
-}
-NO_PROVIDER = {
-    "sv": "Frågan innehåller känsliga uppgifter och kan bara besvaras av stadens egen AI-modell, "
-    "som inte är tillgänglig just nu. Försök igen senare eller kontakta {contact}.",
-    "en": "Your question contains sensitive information and can only be answered by the city's "
-    "own AI model, which is not available right now. Please try again later or contact "
-    "{contact}.",
-}
-NOTICE_REPLACED = {
-    "sv": "Det genererade svaret kunde inte beläggas med källorna och har ersatts av utdrag ur "
-    "källorna.",
-    "en": "The generated answer could not be verified against the sources and was replaced by "
-    "passages from the sources.",
-}
-NOTICE_DROPPED = {
-    "sv": "Meningar som inte stöddes av källorna har tagits bort.",
-    "en": "Sentences that the sources did not support were removed.",
-}
-ELIGIBILITY = {
-    "sv": "Assistenten kan inte avgöra om du har rätt till en insats. Det beslutar en "
-    "biståndshandläggare efter en utredning; kontakta {contact} för att ansöka.",
-    "en": "The assistant cannot decide whether you are entitled to a service. A needs assessor "
-    "(biståndshandläggare) decides after an assessment; contact {contact} to apply.",
-}
-_ELIGIBILITY_Q = re.compile(
-    r"(har\s+jag\s+rätt\s+till|får\s+jag\s+(?:hemtjänst|färdtjänst|bistånd|plats)|"
-    r"kommer\s+jag\s+att\s+få|beviljas\s+jag|am\s+i\s+(?:eligible|entitled)|do\s+i\s+qualify|"
-    r"will\s+i\s+(?:get|be\s+granted))",
-    re.I,
-)
-
-
-class ServiceUnavailableError(Exception):
-    """A dependency (the store) did not answer in time."""
-
-
-@dataclass(frozen=True)
-class Message:
-    role: Literal["user", "assistant"]
-    content: str
-
 
 @dataclass
-class ChatRequest:
-    messages: list[Message]
-    role: Role = Role.public
-    corpora: list[str] | None = None
-    lang: str | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+class Plan:
+    """What a request was decided to be, before any provider is asked."""
 
-
-@dataclass(frozen=True)
-class Citation:
-    number: int
-    title: str
-    source: str
-    url: str
-    snippet: str
-    corpus: str
-    section: str
-
-
-@dataclass
-class ChatResult:
-    request_id: str
-    answer: str
-    citations: list[Citation]
-    provider: str | None
-    model: str | None
-    location: str | None
-    sensitivity: str
-    sensitivity_reasons: list[str]
-    refused: bool
-    refusal_reason: str | None
-    grounded: bool
-    notice: str | None
-    lang: str
-    query: str
-    latency_ms: float
-    stages_ms: dict[str, float]
-    ai_generated: bool = True
-    chunk_ids: list[str] = field(default_factory=list)
-    corpora: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Plan:
     req: ChatRequest
     lang: Literal["sv", "en"]
     question: str
@@ -133,6 +59,7 @@ class _Plan:
     sources: list[Source]
     stages: dict[str, float]
     started: float
+    p_answer: float | None = None  # the calibrated "do the sources answer this?"
 
 
 class ChatService:
@@ -154,7 +81,7 @@ class ChatService:
         self._health: dict[str, tuple[float, bool]] = {}
         self._health_lock = threading.Lock()
 
-    # --- helpers ---------------------------------------------------------------------------
+    # --- providers -------------------------------------------------------------------------
 
     def provider_available(self, name: str) -> bool:
         ttl = self.settings.llm.health_ttl_s
@@ -177,76 +104,63 @@ class ChatService:
             for name, p in self.providers.items()
         ]
 
-    def _lang(self, req: ChatRequest, question: str, asked: str | None) -> Literal["sv", "en"]:
-        lang = asked or req.lang or detect_language(question)
-        return "en" if lang == "en" else "sv"
+    def _route(self, plan_level: Classification) -> ChatProvider | None:
+        decision = route(plan_level.level, self._options(), self.settings.llm.preference)
+        return self.providers[decision.provider] if decision.provider else None
 
     # --- planning --------------------------------------------------------------------------
 
-    def plan(self, req: ChatRequest) -> _Plan:
+    def _classify(self, req: ChatRequest, question: str, query: str, rewritten: bool,
+                  hits: list[RetrievedChunk]) -> Classification:
+        """Sensitivity from everything this request touches, also the weakly related chunks,
+        so that a question near a client's plan is never treated as public."""
+        # The whole conversation is read as one text, with the rewritten query (which can copy
+        # an id from an earlier turn) as one more part of it.
+        history = [m.content for m in req.messages[:-1]]
+        if rewritten and query != question:
+            history.append(query)
+        chunks = [(h.corpus, str(h.metadata.get("sensitivity", "sensitive"))) for h in hits]
+        return classify(question, history, chunks, req.role.value, self.detector)
+
+    def plan(self, req: ChatRequest) -> Plan:
         started = time.perf_counter()
         stages: dict[str, float] = {}
         question = req.messages[-1].content
-        earlier_user = [m.content for m in req.messages[:-1] if m.role == "user"]
-        history = [m.content for m in req.messages[:-1]]
-        rw = rewrite(question, earlier_user)
-        lang = self._lang(req, question, rw.lang)
+        rw = rewrite(question, [m.content for m in req.messages[:-1] if m.role == "user"])
+        asked = rw.lang or req.lang or detect_language(question)
+        lang: Literal["sv", "en"] = "en" if asked == "en" else "sv"
 
         t = time.perf_counter()
-        hits = self.retriever.retrieve(rw.query, req.role, corpora=req.corpora)
+        hits = self.retriever.retrieve(rw.query, req.role, RetrievalOptions(corpora=req.corpora))
         stages["retrieve"] = (time.perf_counter() - t) * 1000
+        classification = self._classify(req, question, rw.query, rw.rewritten, hits)
 
-        # Sensitivity comes from everything this request touches, also the weakly related
-        # chunks, so that a question near a client's plan is never treated as public.
-        classification = classify(
-            rw.query if rw.rewritten else question,
-            history,
-            [(h.corpus, str(h.metadata.get("sensitivity", "sensitive"))) for h in hits],
-            req.role.value,
-            self.detector,
-        )
-        if rw.rewritten and rw.query != question:
-            more = classify(question, [], [], req.role.value, self.detector)
-            if more.level.rank > classification.level.rank:
-                classification = more
-
-        top_dense = max((h.dense for h in hits if h.dense is not None), default=None)
-        relevant = bool(hits) and (
-            top_dense is None or top_dense >= self.settings.bot.min_relevance
-        )
-        refusal = None if relevant else "no_relevant_sources"
+        bot = self.settings.bot
+        # The one decision every provider goes through before it is asked: do the sources
+        # answer this question? (Made before routing, so no model ever sees sources that do not.)
+        refusal = policy.relevance_refusal(hits, bot.min_relevance)
+        p_answer: float | None = None
+        if refusal is None:
+            t = time.perf_counter()
+            _, evidence = policy.assess(rw.query, lang, hits, self.retriever.embedder)
+            p_answer = policy.answerability(evidence)
+            refusal = policy.answerability_refusal(evidence, bot.answerability_threshold)
+            stages["decide"] = (time.perf_counter() - t) * 1000
         provider = None
         if refusal is None:
-            decision = route(
-                classification.level, self._options(), self.settings.llm.preference
-            )
-            if decision.provider is None:
-                refusal = decision.reason
-            else:
-                provider = self.providers[decision.provider]
-        if provider is not None and same_language(hits, lang):
-            coverage = question_coverage(rw.query, hits[:3], lang)
-            need = (self.settings.bot.min_coverage_extractive if provider.kind == "extractive"
-                    else self.settings.bot.min_coverage)
-            if coverage < need:
-                refusal, provider = "no_relevant_sources", None
+            provider = self._route(classification)
+            refusal = None if provider else "no_cleared_provider"
         sources = [
-            Source(
-                n=i,
-                title=str(h.metadata.get("title", "")),
-                text=h.text,
-                lang=str(h.metadata.get("lang", "sv")),
-                section=str(h.metadata.get("section", "")),
-            )
+            Source(n=i, title=as_data(str(h.metadata.get("title", ""))), text=as_data(h.text),
+                   lang=str(h.metadata.get("lang", "sv")),
+                   section=str(h.metadata.get("section", "")))
             for i, h in enumerate(hits, start=1)
         ]
-        return _Plan(req, lang, question, rw.query, hits, classification, provider, refusal,
-                     sources, stages, started)
+        return Plan(req, lang, question, rw.query, hits, classification, provider, refusal,
+                    sources, stages, started, p_answer)
 
-    def _generation_request(self, plan: _Plan, provider: ChatProvider) -> GenerationRequest:
-        question, sources = plan.question, plan.sources
-        if plan.query != plan.question:
-            question = f"{plan.query}"
+    def _generation_request(self, plan: Plan, provider: ChatProvider) -> GenerationRequest:
+        question, sources = plan.query, plan.sources
         if provider.location == "cloud":
             # Data minimisation: only the question and the chunk texts, personal data replaced.
             # (A cloud provider is never cleared for `sensitive`; this covers `internal`.)
@@ -257,93 +171,74 @@ class ChatService:
             ]
         return GenerationRequest(question=question, lang=plan.lang, sources=sources)
 
-    def _fallbacks(self, plan: _Plan, failed: str) -> ChatProvider | None:
-        self.mark_down(failed)
-        decision = route(plan.classification.level, self._options(),
-                         self.settings.llm.preference)
-        return self.providers[decision.provider] if decision.provider else None
-
     # --- answering -------------------------------------------------------------------------
 
-    def stream(self, req: ChatRequest) -> Iterator[dict[str, Any]]:
-        """Events: {"type": "token", "text"} while generating, then {"type": "final", ...}."""
+    def stream(self, req: ChatRequest) -> Iterator[StreamEvent]:
+        """Token events while generating (a reset when a provider fails and the next cleared
+        one takes over), then one final event with the result."""
         plan = self.plan(req)
+        yield DecidedEvent(self.decision_record(plan))
         if plan.refusal is not None or plan.provider is None:
-            yield {"type": "final", "result": self._finish(plan, None, "")}
+            yield FinalEvent(self._finish(plan, None, ""))
             return
         provider: ChatProvider | None = plan.provider
         text = ""
         t = time.perf_counter()
         while provider is not None:
             try:
-                gen_req = self._generation_request(plan, provider)
-                for piece in provider.stream(gen_req):
+                for piece in provider.stream(self._generation_request(plan, provider)):
                     text += piece
-                    yield {"type": "token", "text": piece}
+                    yield TokenEvent(piece)
                 break
             except ProviderError as exc:
                 log.warning("%s; trying the next cleared provider", exc)
                 text = ""
-                yield {"type": "reset"}
-                provider = self._fallbacks(plan, provider.name)
+                yield ResetEvent()
+                self.mark_down(provider.name)
+                provider = self._route(plan.classification)
         plan.stages["generate"] = (time.perf_counter() - t) * 1000
         if provider is None:
             plan.refusal = "no_cleared_provider"
-        yield {"type": "final", "result": self._finish(plan, provider, text)}
+        yield FinalEvent(self._finish(plan, provider, text))
 
     def answer(self, req: ChatRequest) -> ChatResult:
-        final: ChatResult | None = None
         for ev in self.stream(req):
-            if ev["type"] == "final":
-                final = ev["result"]
-        assert final is not None
-        return final
+            if isinstance(ev, FinalEvent):
+                return ev.result
+        raise AssertionError("a stream always ends with a final event")
 
-    def _finish(self, plan: _Plan, provider: ChatProvider | None, text: str) -> ChatResult:
-        contact = self.settings.bot.contact
+    def _refusal_text(self, plan: Plan, reason: str) -> str:
+        key = "no_provider" if reason == "no_cleared_provider" else "refusal"
+        return catalogue_text(key, plan.lang, contact=self.settings.bot.contact)
+
+    def _finish(self, plan: Plan, provider: ChatProvider | None, text: str) -> ChatResult:
         notice: str | None = None
         grounded = False
-        if plan.refusal is not None or provider is None:
-            reason = plan.refusal or "no_cleared_provider"
-            template = NO_PROVIDER if reason == "no_cleared_provider" else REFUSAL
-            answer = template[plan.lang].format(contact=contact)
-            used: list[int] = []
-            refused = True
-        else:
-            refused, reason = False, None
+        used: list[int] = []
+        reason = plan.refusal or (None if provider else "no_cleared_provider")
+        if reason is None:
             t = time.perf_counter()
             verification = self.verifier.verify(text, plan.sources)
             plan.stages["verify"] = (time.perf_counter() - t) * 1000
             answer, notice, grounded = self._apply_verification(plan, text, verification)
+            answer = _one_number_per_document(plan, answer)
             used = sorted({int(n) for n in re.findall(r"\[(\d{1,2})\]", answer)})
             if not used:
-                refused, reason = True, "no_relevant_sources"
-                answer = REFUSAL[plan.lang].format(contact=contact)
-                notice = None
-        if _ELIGIBILITY_Q.search(plan.question) and not refused:
-            answer = f"{answer}\n\n{ELIGIBILITY[plan.lang].format(contact=contact)}"
-        by_n = {s.n: (s, h) for s, h in zip(plan.sources, plan.hits, strict=True)}
-        citations = [
-            Citation(
-                number=n,
-                title=by_n[n][0].title,
-                source=by_n[n][1].source,
-                url=str(by_n[n][1].metadata.get("url", "")),
-                snippet=_snippet(by_n[n][0].text),
-                corpus=by_n[n][1].corpus,
-                section=by_n[n][0].section,
-            )
-            for n in used
-            if n in by_n
-        ]
-        latency = (time.perf_counter() - plan.started) * 1000
-        result = ChatResult(
+                reason, notice = policy.NO_RELEVANT_SOURCES, None
+        refused = reason is not None
+        if reason is not None:
+            answer = self._refusal_text(plan, reason)
+        elif policy.is_eligibility_question(plan.question):
+            referral = catalogue_text("eligibility", plan.lang, contact=self.settings.bot.contact)
+            answer = f"{answer}\n\n{referral}"
+        answered_by = provider if provider and not refused else None
+        return ChatResult(
             request_id=plan.req.request_id,
             answer=answer,
-            citations=citations,
-            provider=provider.name if provider and not refused else None,
-            model=provider.model if provider and not refused else None,
-            location=provider.location if provider and not refused else None,
+            citations=_citations(plan, used),
+            provider=answered_by.name if answered_by else None,
+            model=answered_by.model if answered_by else None,
+            location=answered_by.location if answered_by else None,
             sensitivity=plan.classification.level.value,
             sensitivity_reasons=list(plan.classification.reasons),
             refused=refused,
@@ -352,47 +247,102 @@ class ChatService:
             notice=notice,
             lang=plan.lang,
             query=plan.query,
-            latency_ms=round(latency, 1),
+            latency_ms=round((time.perf_counter() - plan.started) * 1000, 1),
             stages_ms={k: round(v, 1) for k, v in plan.stages.items()},
             chunk_ids=[h.id for h in plan.hits],
             corpora=sorted({h.corpus for h in plan.hits}),
         )
-        return result
 
     def _apply_verification(
-        self, plan: _Plan, text: str, v: Verification
+        self, plan: Plan, text: str, v: Verification
     ) -> tuple[str, str | None, bool]:
         if v.grounded:
             return text.strip(), None, True
         kept = [c for c in v.checks if c.supported]
-        unsupported = v.unsupported
-        if v.cited_any and any(c.cited for c in kept) and len(unsupported) <= len(kept):
-            return " ".join(c.sentence for c in kept), NOTICE_DROPPED[plan.lang], True
+        if v.cited_any and any(c.cited for c in kept) and len(v.unsupported) <= len(kept):
+            return (" ".join(c.sentence for c in kept),
+                    catalogue_text("notice_dropped", plan.lang), True)
         fallback = extractive_answer(
             GenerationRequest(question=plan.query, lang=plan.lang, sources=plan.sources)
         )
-        return fallback, NOTICE_REPLACED[plan.lang], False
+        return fallback, catalogue_text("notice_replaced", plan.lang), False
 
-    def audit_record(self, result: ChatResult, role: Role, endpoint: str = "chat",
-                     status: int = 200) -> AuditRecord:
-        q = None
+    def _stored_question(self, query: str, level: str) -> str | None:
         # A sensitive request's question is not stored at all: redaction could miss an
         # encoded value, and the level and reasons already say why it stayed local.
-        if self.settings.audit.store_question == "redacted" and result.sensitivity != "sensitive":
-            q = self.detector.redact(result.query)
+        if self.settings.audit.store_question == "redacted" and level != "sensitive":
+            return self.detector.redact(query)
+        return None
+
+    def decision_record(self, plan: Plan) -> AuditRecord:
+        """The audit record of a planned request, before any answer text exists."""
+        level = plan.classification.level.value
+        p = plan.provider
         return AuditRecord(
-            request_id=result.request_id, endpoint=endpoint, status=status, role=role.value,
+            request_id=plan.req.request_id, endpoint="chat", status=200,
+            role=plan.req.role.value, level=level, reasons=list(plan.classification.reasons),
+            provider=p.name if p else None, model=p.model if p else None,
+            location=p.location if p else None, corpora=sorted({h.corpus for h in plan.hits}),
+            chunk_ids=[h.id for h in plan.hits], refused=plan.refusal is not None,
+            refusal_reason=plan.refusal, lang=plan.lang,
+            question=self._stored_question(plan.query, level),
+        )
+
+    def audit_record(self, result: ChatResult, role: Role) -> AuditRecord:
+        """The audit record of a finished request."""
+        return AuditRecord(
+            request_id=result.request_id, endpoint="chat", status=200, role=role.value,
             level=result.sensitivity, reasons=result.sensitivity_reasons,
             provider=result.provider, model=result.model, location=result.location,
             corpora=result.corpora, chunk_ids=result.chunk_ids, refused=result.refused,
             refusal_reason=result.refusal_reason, grounded=result.grounded, lang=result.lang,
-            latency_ms=result.latency_ms, question=q,
+            latency_ms=result.latency_ms, question=self._stored_question(
+                result.query, result.sensitivity),
+            outcome="refused" if result.refused else "answered",
         )
+
+
+def _doc_key(hit: RetrievedChunk) -> tuple[str, str]:
+    return hit.corpus, hit.source or hit.id
+
+
+def _one_number_per_document(plan: Plan, answer: str) -> str:
+    """Markers of chunks of one document become the marker of its first cited chunk, so each
+    document is one source card (adjacent repeats of a marker are folded)."""
+    first: dict[tuple[str, str], int] = {}
+    alias: dict[int, int] = {}
+    for m in re.finditer(r"\[(\d{1,2})\]", answer):
+        n = int(m.group(1))
+        if 1 <= n <= len(plan.hits):
+            alias[n] = first.setdefault(_doc_key(plan.hits[n - 1]), n)
+    out = re.sub(r"\[(\d{1,2})\]", lambda m: f"[{alias.get(int(m.group(1)), int(m.group(1)))}]",
+                 answer)
+    return re.sub(r"(\[\d{1,2}\])(?:\s*\1)+", r"\1", out)
+
+
+def _citations(plan: Plan, used: list[int]) -> list[Citation]:
+    """One citation per document; its snippet joins the snippets of the document's chunks that
+    were retrieved."""
+    by_n = {s.n: (s, h) for s, h in zip(plan.sources, plan.hits, strict=True)}
+    out: list[Citation] = []
+    seen: set[tuple[str, str]] = set()
+    for n in used:
+        if n not in by_n:
+            continue
+        src, hit = by_n[n]
+        key = _doc_key(hit)
+        if key in seen:
+            continue
+        seen.add(key)
+        snippets = [_snippet(s.text) for s, h in by_n.values() if _doc_key(h) == key]
+        out.append(Citation(
+            number=n, title=src.title, source=hit.source, url=str(hit.metadata.get("url", "")),
+            snippet=" … ".join(dict.fromkeys(snippets[:3])), corpus=hit.corpus,
+            section=src.section,
+        ))
+    return out
 
 
 def _snippet(text: str, n: int = 240) -> str:
     t = " ".join(text.split())
     return t if len(t) <= n else t[: n - 1].rsplit(" ", 1)[0] + "…"
-
-
-__all__ = ["ChatService", "ChatRequest", "ChatResult", "Message", "Sensitivity"]

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.access import Role
-from bot.service import ChatRequest, ChatService, Message
+from bot.models import ChatRequest, Message
+from bot.service import ChatService
 from eval.datasets import DatasetError, Query, RetrievalDataset
+from gbg.labels import Role
 
 
 @dataclass(frozen=True)

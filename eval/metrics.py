@@ -35,7 +35,8 @@ def ndcg_at_k(ranked: Sequence[str], gold: set[str], k: int) -> float:
     """Normalised discounted cumulative gain, gain 1 for a gold id, discount log2(rank + 1)."""
     if not gold:
         raise ValueError("nDCG needs at least one gold id")
-    dcg = sum(1.0 / math.log2(r + 1) for r, x in enumerate(dedupe(ranked)[:k], start=1) if x in gold)
+    ranks = enumerate(dedupe(ranked)[:k], start=1)
+    dcg = sum(1.0 / math.log2(r + 1) for r, x in ranks if x in gold)
     ideal = sum(1.0 / math.log2(r + 1) for r in range(1, min(len(gold), k) + 1))
     return dcg / ideal
 

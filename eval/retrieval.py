@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from bot.access import Role
-from bot.retrieval.retriever import HybridRetriever, Mode
+from bot.retrieval.retriever import HybridRetriever
+from bot.retrieval.types import Fusion, Mode, RetrievalOptions
 from eval.datasets import RetrievalDataset
 from eval.metrics import RankingScores, dedupe, score_rankings
+from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.embedders import Embedder
 from ingest.manifest import discover_manifests
@@ -50,12 +51,13 @@ def dataset_settings(settings: Settings, dataset: RetrievalDataset) -> Settings:
     corpus_dir = root / "corpora" / dataset.name
     docs = corpus_dir / "docs"
     docs.mkdir(parents=True, exist_ok=True)
-    link = docs / "corpus.jsonl"
-    if link.is_symlink() or link.exists():
-        if link.resolve() != dataset.corpus_path.resolve():
-            link.unlink()
-    if not link.exists():
-        link.symlink_to(dataset.corpus_path.resolve())
+    # A copy, not a link: ingest refuses links that leave the corpus folder. Rewritten only when
+    # the dataset changed, so the incremental ingest skips an unchanged corpus.
+    copy = docs / "corpus.jsonl"
+    data = dataset.corpus_path.read_bytes()
+    if copy.is_symlink() or not copy.exists() or copy.read_bytes() != data:
+        copy.unlink(missing_ok=True)
+        copy.write_bytes(data)
     (corpus_dir / "corpus.toml").write_text(
         _MANIFEST.format(name=dataset.name, attribution=dataset.attribution), encoding="utf-8"
     )
@@ -93,9 +95,9 @@ def evaluate_retrieval(
         for q, qv in zip(dataset.queries, qvecs, strict=True):
             t = time.perf_counter()
             base: Mode = "hybrid" if mode.startswith("hybrid") else mode  # type: ignore[assignment]
-            fusion = "zscore" if mode == "hybrid-zscore" else "rrf"
-            hits = retriever.retrieve(q.question, Role.public, k=depth, mode=base, query_vec=qv,
-                                      fusion=fusion)
+            fusion: Fusion = "zscore" if mode == "hybrid-zscore" else "rrf"
+            opts = RetrievalOptions(k=depth, mode=base, query_vec=qv, fusion=fusion)
+            hits = retriever.retrieve(q.question, Role.public, opts)
             times.append((time.perf_counter() - t) * 1000)
             ranked = dedupe(str(h.metadata.get("doc_id", "")) for h in hits)
             runs.append((ranked, set(q.gold_doc_ids)))

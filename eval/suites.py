@@ -22,14 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from bot.access import Role, can_read
-from bot.relevance import question_coverage, same_language
+from bot import policy
+from bot.llm.base import Source
+from bot.models import ChatRequest, ChatResult, Citation, Message
 from bot.retrieval.retriever import HybridRetriever
-from bot.sensitivity import ProviderOption, route
-from bot.service import ChatRequest, ChatService, Message
+from bot.retrieval.types import RetrievalOptions, RetrievedChunk
+from bot.routing import ProviderOption, route
+from bot.service import ChatService
 from eval.metrics import dedupe, mrr_at_k, ndcg_at_k, recall_at_k
+from gbg.labels import Role, Sensitivity, can_read
 from gbg.settings import Settings
-from ingest.manifest import Sensitivity
 
 EVAL_DIR = Path(__file__).resolve().parent
 
@@ -85,19 +87,14 @@ def apply_config(settings: Settings, cfg: EvalConfig) -> Settings:
 class RandomRetriever(HybridRetriever):
     """Retrieval forced to random readable chunks: the gate must catch this."""
 
-    def retrieve(self, query: str, role: Role = Role.public, corpora: Any = None,  # type: ignore[override]
-                 lang: str | None = None, k: int | None = None, mode: Any = None,
-                 neighbors: int | None = None, query_vec: Any = None, fusion: Any = None
-                 ) -> list[Any]:
-        from dataclasses import replace
-
+    def retrieve(self, query: str, role: Role = Role.public,
+                 options: RetrievalOptions | None = None) -> list[RetrievedChunk]:
         idx = self.index_for(role)
         rng = random.Random(hash(query) & 0xFFFF)
-        picks = rng.sample(range(len(idx.ids)), min(k or self.settings.k, len(idx.ids)))
-        from bot.retrieval.retriever import RetrievedChunk
-
-        return [replace(RetrievedChunk(idx.ids[i], idx.texts[i], idx.metas[i], 1.0, dense=0.9),
-                        rank=r + 1) for r, i in enumerate(picks)]
+        k = (options.k if options else None) or self.settings.k
+        picks = rng.sample(range(len(idx.ids)), min(k, len(idx.ids)))
+        return [RetrievedChunk(idx.ids[i], idx.texts[i], idx.metas[i], 1.0, dense=0.9,
+                               rank=r + 1) for r, i in enumerate(picks)]
 
 
 def _contains(answer: str, fact: str) -> bool:
@@ -126,7 +123,7 @@ def run_suites(
     for item in gold:
         role = Role(item.role)
         if item.answerable:
-            hits = retriever.retrieve(item.question, role, k=10)
+            hits = retriever.retrieve(item.question, role, RetrievalOptions(k=10))
             ranked = dedupe(h.source for h in hits)
             ret_runs.append((ranked, set(item.gold_sources)))
         result = service.answer(ChatRequest([Message("user", item.question)], role=role))
@@ -165,10 +162,9 @@ def run_suites(
                          ["cloud", "local"])
         # What a generative cloud provider would receive: nothing when the request is refused
         # for lack of relevant sources (the same gates the service applies before any model).
-        sent = decision.provider == "cloud" and plan.refusal != "no_relevant_sources"
-        if sent and same_language(plan.hits, plan.lang):
-            sent = question_coverage(plan.query, plan.hits[:3], plan.lang) >= (
-                service.settings.bot.min_coverage)
+        sent = (decision.provider == "cloud" and plan.refusal != policy.NO_RELEVANT_SOURCES
+                and policy.coverage_refusal(plan.query, plan.hits, plan.lang,
+                                            service.settings.bot.min_coverage) is None)
         if r["expect"] == "sensitive" and sent:
             leaks += 1
         if r["expect"] == "sensitive" and decision.provider == "cloud":
@@ -180,7 +176,7 @@ def run_suites(
             access_checked += 1
             access_violations += not can_read(role, str(h.metadata.get("audience")))
         for other in (Role.public, Role.staff):
-            for h in retriever.retrieve(r["messages"][-1]["content"], other, k=5):
+            for h in retriever.retrieve(r["messages"][-1]["content"], other, RetrievalOptions(k=5)):
                 access_checked += 1
                 access_violations += not can_read(other, str(h.metadata.get("audience")))
         if on_step:
@@ -231,16 +227,14 @@ def run_suites(
     }
 
 
-def _sources(service: ChatService, result: Any) -> list[Any]:
-    from bot.llm.base import Source
-
+def _sources(service: ChatService, result: ChatResult) -> list[Source]:
     out = []
     for c in result.citations:
         out.append(Source(c.number, c.title, _chunk_text(service, c), "sv"))
     return out
 
 
-def _chunk_text(service: ChatService, citation: Any) -> str:
+def _chunk_text(service: ChatService, citation: Citation) -> str:
     # The citation carries a snippet; the verifier needs the full chunk text.
     for role in (Role.care,):
         idx = service.retriever.index_for(role)

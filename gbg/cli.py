@@ -6,11 +6,13 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from gbg.settings import Settings
@@ -135,6 +137,16 @@ eval_app = typer.Typer(help="Evaluation suites and release gates.", no_args_is_h
 app.add_typer(eval_app, name="eval")
 
 
+def _progress(progress: Progress) -> Callable[[str, int], Callable[[], None]]:
+    """A progress callback for ``eval.commands``: a task per name, advanced per item."""
+
+    def task(name: str, total: int) -> Callable[[], None]:
+        t = progress.add_task(name, total=total)
+        return lambda: progress.advance(t)
+
+    return task
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     dataset: Annotated[str, typer.Option(help="swequad-mc or swefaq")],
@@ -145,47 +157,21 @@ def eval_retrieval(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """recall@1/5/10, MRR@10 and nDCG@10 for dense, BM25 and hybrid over the same chunks."""
-    from rich.progress import Progress
+    from eval.commands import retrieval_eval
+    from eval.datasets import DatasetError
 
-    from eval.datasets import DatasetError, load_retrieval_dataset
-    from eval.retrieval import (
-        MODES,
-        build_store,
-        dataset_settings,
-        evaluate_retrieval,
-        results_as_dict,
-        write_report,
-    )
-    from ingest.embedders import get_embedder
-
-    settings = _settings()
     try:
-        ds = load_retrieval_dataset(dataset, data, split)
+        with Progress(console=err, disable=json_out) as progress:
+            payload, path, ds = retrieval_eval(_settings(), dataset, data, split, limit,
+                                               reports_dir, _progress(progress))
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    if limit:
-        ds.queries = ds.queries[:limit]
-    s = dataset_settings(settings, ds)
-    embedder = get_embedder(s.embedder)
-    with Progress(console=err, disable=json_out) as progress:
-        task = progress.add_task(f"ingest {ds.name}", total=None)
-        ingest_report = build_store(s, embedder)
-        progress.update(task, total=1, completed=1)
-        qtask = progress.add_task("queries", total=len(ds.queries) * len(MODES))
-        results = evaluate_retrieval(s, embedder, ds, on_query=lambda: progress.advance(qtask))
-    payload = results_as_dict(ds, results, ingest_report, {
-        "embedder": embedder.name,
-        "chunk_tokens": s.chunking.max_tokens,
-        "rrf_k": s.retrieval.rrf_k,
-        "weights": {"dense": s.retrieval.dense_weight, "bm25": s.retrieval.bm25_weight},
-    })
-    path = write_report(reports_dir, payload)
     if json_out:
         sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
         return
     table = Table(title=f"{ds.name}: {len(ds.queries)} queries, "
-                        f"{payload['chunks']} chunks ({embedder.name})")
+                        f"{payload['chunks']} chunks ({payload['embedder']})")
     cols = ["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "p50_ms", "p95_ms"]
     table.add_column("mode")
     for c in cols:
@@ -205,49 +191,20 @@ def eval_answer(
     dataset: Annotated[str, typer.Option(help="Only squad-v2-sv.")] = "squad-v2-sv",
 ) -> None:
     """Refusal rate on unanswerable and contains-gold-span rate on answerable questions."""
-    from rich.progress import Progress
-
-    from bot.api import build_detector
-    from bot.audit import AuditStore
-    from bot.llm.registry import build_providers
-    from bot.retrieval.retriever import HybridRetriever
-    from bot.service import ChatService
-    from eval.answer import balanced, evaluate_answers, load_squad
+    from eval.commands import answer_eval
     from eval.datasets import DatasetError
-    from eval.retrieval import build_store, dataset_settings
-    from gbg.settings import ProviderSettings
-    from ingest.embedders import get_embedder
-    from ingest.store import ChromaStore
 
     if dataset != "squad-v2-sv":
         err.print("[red]error:[/red] only --dataset squad-v2-sv is supported here")
         raise typer.Exit(2)
-    base = Settings()
     try:
-        ds, questions = load_squad(data, base.data_dir / "eval" / "squad-src")
+        with Progress(console=err) as progress:
+            rows = answer_eval(Settings(), data, provider or ["extractive"], limit, model_path,
+                               _progress(progress))
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
-    s = dataset_settings(base, ds)
-    emb = get_embedder(s.embedder)
-    build_store(s, emb)
-    qs = balanced(questions, limit)
-    rows = {}
-    for name in provider or ["extractive"]:
-        cfg = s.model_copy(deep=True)
-        if name == "llamacpp":
-            cfg.llm.providers = {"llamacpp": ProviderSettings(
-                kind="llamacpp", model_path=model_path, n_threads=2, max_tokens=150,
-                temperature=0.0)}
-        else:
-            cfg.llm.providers = {"extractive": ProviderSettings(kind="extractive")}
-        retriever = HybridRetriever(ChromaStore.from_settings(cfg), emb, cfg.retrieval)
-        svc = ChatService(cfg, retriever, build_providers(cfg), AuditStore("sqlite://"),
-                          build_detector(retriever))
-        with Progress(console=err) as progress:
-            task = progress.add_task(name, total=len(qs))
-            rows[name] = evaluate_answers(svc, qs, lambda t=task: progress.advance(t))
-    table = Table(title=f"{dataset}: {len(qs)} questions (half unanswerable)")
+    table = Table(title=f"{dataset}: {limit} questions (half unanswerable)")
     for c in ("provider", "refusal rate (unanswerable)", "contains gold span (answerable)",
               "refused (answerable)"):
         table.add_column(c)
@@ -266,60 +223,14 @@ def eval_run(
 ) -> None:
     """All suites on the bundled gold set, one column per configuration; writes JSON, Markdown
     and HTML reports (with plots) to the reports folder."""
-    import glob
-    import tomllib
+    from eval.commands import gold_eval
 
-    from rich.progress import Progress
-
-    from bot.api import build_detector
-    from bot.audit import AuditStore
-    from bot.llm.registry import build_providers
-    from bot.retrieval.retriever import HybridRetriever
-    from bot.service import ChatService
-    from eval.report import write_reports
-    from eval.suites import (
-        EVAL_DIR,
-        RandomRetriever,
-        apply_config,
-        load_config,
-        load_gold,
-        run_suites,
-    )
-    from ingest.embedders import get_embedder
-    from ingest.store import ChromaStore
-
-    base = Settings()
     ingest(corpus=None, corpora_dir=None, data_dir=None, chroma_host=None, chroma_port=None,
            rebuild=False, strict=False, json_out=True, verbose=False)
-    paths = config or [Path(p) for p in sorted(glob.glob(str(EVAL_DIR / "configs" / "*.toml")))]
-    def spread(items: list, n: int | None) -> list:
-        """n items evenly spread over the list (a stratified quick run), or all of them."""
-        if not n or n >= len(items):
-            return items
-        return [items[int(i * len(items) / n)] for i in range(n)]
-
-    gold = spread(load_gold(), limit)
-    redteam = spread([json.loads(x) for x in (EVAL_DIR / "datasets/redteam.jsonl").read_text(
-        encoding="utf-8").splitlines() if x.strip()], limit)
-    runs = {}
     with Progress(console=err) as progress:
-        for p in paths:
-            cfg = load_config(p)
-            s = apply_config(base, cfg)
-            s.audit.url = "sqlite://"
-            emb = get_embedder(s.embedder)
-            cls = RandomRetriever if cfg.degrade == "random" else HybridRetriever
-            retriever = cls(ChromaStore.from_settings(s), emb, s.retrieval)
-            svc = ChatService(s, retriever, build_providers(s), AuditStore("sqlite://"),
-                              build_detector(retriever))
-            task = progress.add_task(cfg.name, total=len(gold) + len(redteam))
-            runs[cfg.name] = run_suites(svc, gold, redteam, lambda t=task: progress.advance(t))
-    meta = {"gold_items": len(gold), "redteam_items": len(redteam),
-            "provider": ",".join(base.llm.providers)}
-    out_paths = write_reports(reports_dir, runs, meta)
+        out_paths = gold_eval(Settings(), config, limit, reports_dir, _progress(progress))
     out.print((reports_dir / "eval-latest.md").read_text(encoding="utf-8"))
     out.print(f"reports: {', '.join(str(p) for p in out_paths.values())}")
-    _ = tomllib
 
 
 @eval_app.command("gate")
@@ -380,7 +291,7 @@ def serve(
     # uvicorn drains requests in flight on SIGTERM and then re-raises the signal; a drained,
     # orderly stop should exit 0, not "killed by SIGTERM".
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run("bot.api:app_factory", factory=True, host=host, port=port, workers=b.workers,
+    uvicorn.run("bot.http.app:app_factory", factory=True, host=host, port=port, workers=b.workers,
                 log_level="info", timeout_graceful_shutdown=math.ceil(b.shutdown_timeout_s),
                 proxy_headers=True, forwarded_allow_ips=b.forwarded_allow_ips)
 
@@ -485,7 +396,7 @@ def keys_create(
     admin: Annotated[bool, typer.Option(help="May also read the redacted audit log.")] = False,
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
-    from bot.access import Role
+    from gbg.labels import Role
     from bot.auth import KeyStore
 
     try:

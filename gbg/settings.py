@@ -156,6 +156,10 @@ class BotSettings(BaseModel):
     max_message_chars: int = Field(default=4000, ge=1)
     max_turns: int = Field(default=20, ge=1)
     max_body_bytes: int = Field(default=64_000, ge=1024)
+    max_header_bytes: int = Field(
+        default=16_384, ge=1024, description="All request headers together; more is a 431."
+    )
+    max_headers: int = Field(default=64, ge=8, description="Header lines; more is a 431.")
     min_relevance: float = Field(
         default=0.80, description="Top dense similarity below which the bot says it does not know."
     )
@@ -166,6 +170,12 @@ class BotSettings(BaseModel):
     )
     min_coverage_extractive: float = Field(
         default=0.5, ge=0, le=1, description="The same, for the extractive provider."
+    )
+    answerability_threshold: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The calibrated probability that the retrieved sources answer the question "
+        "(bot/data/answerability.json) below which every provider is skipped and the bot says it "
+        "does not know: higher refuses more and is wrong less often.",
     )
     contact: str = "Göteborgs Stads kontaktcenter, 031-365 00 00, goteborg.se"
     warm_up: bool = Field(

@@ -7,39 +7,16 @@ it without reading code.
 from __future__ import annotations
 
 import tomllib
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 
+from gbg.labels import Audience, Sensitivity
 from ingest.errors import ManifestError
 
 # Chroma collection names: 3-63 chars of [a-z0-9-], starting and ending alphanumeric.
 CORPUS_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$"
-
-
-class Audience(StrEnum):
-    """Who may read a corpus. Each role reads its own audience and every one below it."""
-
-    public = "public"
-    staff = "staff"
-    care = "care"
-
-
-class Sensitivity(StrEnum):
-    """Information class, ordered: public (öppen) < internal (intern) < sensitive (känslig)."""
-
-    public = "public"
-    internal = "internal"
-    sensitive = "sensitive"
-
-    @property
-    def rank(self) -> int:
-        return _SENSITIVITY_ORDER.index(self)
-
-
-_SENSITIVITY_ORDER = [Sensitivity.public, Sensitivity.internal, Sensitivity.sensitive]
 
 
 class License(BaseModel):

@@ -38,7 +38,7 @@ from ingest.loaders import (
     resolve_inside,
 )
 from ingest.manifest import CorpusManifest, FileSource, SitemapSource, UrlListSource
-from ingest.store import ChromaStore, CorpusCollection, SourceState, now_iso
+from ingest.store import ChromaStore, CorpusCollection, SourceState, chunk_id, now_iso
 from ingest.web import PoliteFetcher, document_from_fetch, manifest_hosts
 
 PIPELINE_VERSION = "1"
@@ -98,10 +98,6 @@ class _Pending:
     embed_texts: list[str]
     metadatas: list[dict[str, Any]]
     content_hashes: list[str]
-
-
-def chunk_id(corpus: str, source: str, index: int) -> str:
-    return hashlib.sha256(f"{corpus}\x00{source}\x00{index}".encode()).hexdigest()[:32]
 
 
 def _sha(data: bytes) -> str:

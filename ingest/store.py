@@ -1,10 +1,14 @@
 """The Chroma store: one collection per corpus, embedded PersistentClient by default, HttpClient
 when a server host is configured. Every chunk carries its provenance and the corpus labels
 (audience, sensitivity) that retrieval and routing rely on.
+
+This is the only module that talks to Chroma: ingest, retrieval and the benchmarks use the
+queries offered here (a snapshot of the collections, nearest chunks, chunks by id, paged records).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +25,31 @@ from ingest.manifest import CorpusManifest
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 PAGE = 5000
+
+
+def chunk_id(corpus: str, source: str, index: int) -> str:
+    """The stable id of a document's ``index``-th chunk."""
+    return hashlib.sha256(f"{corpus}\x00{source}\x00{index}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One chunk as stored: id, text and metadata; ``similarity`` (cosine) when it came from a
+    nearest-neighbour query."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    similarity: float | None = None
+
+
+@dataclass(frozen=True)
+class CorpusSnapshot:
+    """A corpus's collection with its labels and size, as read at one moment."""
+
+    collection: CorpusCollection
+    metadata: dict[str, Any]
+    count: int
 
 
 def _bound_http_timeout(client: Any, seconds: float) -> None:
@@ -91,15 +120,46 @@ class CorpusCollection:
     """A corpus's Chroma collection with the few operations ingest and retrieval need."""
 
     def __init__(self, collection: Any) -> None:
-        self.raw = collection
+        self._col = collection
         self.name: str = collection.name
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return dict(self.raw.metadata or {})
+        return dict(self._col.metadata or {})
 
     def count(self) -> int:
-        return int(self.raw.count())
+        return int(self._col.count())
+
+    def nearest(self, vector: np.ndarray, n: int) -> list[StoredChunk]:
+        """The ``n`` chunks nearest to ``vector``, most similar first. No metadata filter: a
+        Chroma ``where`` pre-filter scans the metadata table on every query (measured 420 ms
+        against 5 ms at 100k chunks); callers check labels on the hits instead."""
+        res = self._col.query(
+            query_embeddings=[vector], n_results=n,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            StoredChunk(cid, doc or "", dict(meta or {}), 1.0 - float(dist))
+            for cid, doc, meta, dist in zip(
+                res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0],
+                strict=True,
+            )
+        ]
+
+    def chunks(self, ids: Sequence[str]) -> list[StoredChunk]:
+        """The stored chunks among ``ids`` (missing ids are left out)."""
+        if not ids:
+            return []
+        got = self._col.get(ids=list(ids), include=["documents", "metadatas"])
+        return [
+            StoredChunk(cid, doc or "", dict(meta or {}))
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
+    def iter_chunks(self) -> Iterator[StoredChunk]:
+        """Every chunk with its text and metadata, paged."""
+        for cid, meta, doc, _ in self.iter_records(include=["metadatas", "documents"]):
+            yield StoredChunk(cid, doc or "", meta)
 
     def iter_records(
         self, include: Sequence[str] = ("metadatas",), where: dict[str, Any] | None = None
@@ -107,7 +167,7 @@ class CorpusCollection:
         """(id, metadata, document, embedding) for every chunk, paged."""
         offset = 0
         while True:
-            page = self.raw.get(include=list(include), limit=PAGE, offset=offset, where=where)
+            page = self._col.get(include=list(include), limit=PAGE, offset=offset, where=where)
             ids = page["ids"]
             if not ids:
                 return
@@ -136,7 +196,7 @@ class CorpusCollection:
     def embeddings_for(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not ids:
             return {}
-        got = self.raw.get(ids=list(ids), include=["embeddings"])
+        got = self._col.get(ids=list(ids), include=["embeddings"])
         return {
             i: np.asarray(e, dtype=np.float32) for i, e in zip(got["ids"], got["embeddings"], strict=True)
         }
@@ -149,7 +209,7 @@ class CorpusCollection:
         metadatas: Sequence[dict[str, Any]],
     ) -> None:
         if ids:
-            self.raw.upsert(
+            self._col.upsert(
                 ids=list(ids),
                 embeddings=embeddings,
                 documents=list(documents),
@@ -158,7 +218,7 @@ class CorpusCollection:
 
     def delete(self, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), PAGE):
-            self.raw.delete(ids=list(ids)[start : start + PAGE])
+            self._col.delete(ids=list(ids)[start : start + PAGE])
 
     def relabel(self, manifest: CorpusManifest) -> int:
         """Apply a manifest's changed audience/sensitivity to every chunk without re-embedding."""
@@ -172,13 +232,13 @@ class CorpusCollection:
                     {**meta, "audience": str(manifest.audience), "sensitivity": str(manifest.sensitivity)}
                 )
         for start in range(0, len(ids), PAGE):
-            self.raw.update(ids=ids[start : start + PAGE], metadatas=metas[start : start + PAGE])
+            self._col.update(ids=ids[start : start + PAGE], metadatas=metas[start : start + PAGE])
         return len(ids)
 
     def set_corpus_metadata(self, manifest: CorpusManifest, embedder_name: str, **extra: Any) -> None:
         meta = corpus_metadata(manifest, embedder_name)
         meta.update({k: v for k, v in extra.items() if v is not None})
-        self.raw.modify(metadata=meta)
+        self._col.modify(metadata=meta)
 
 
 def corpus_metadata(manifest: CorpusManifest, embedder_name: str) -> dict[str, Any]:
@@ -197,7 +257,7 @@ def corpus_metadata(manifest: CorpusManifest, embedder_name: str) -> dict[str, A
 
 class ChromaStore:
     def __init__(self, client: Any) -> None:
-        self.client = client
+        self._client = client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChromaStore:
@@ -205,42 +265,47 @@ class ChromaStore:
 
     def heartbeat(self) -> bool:
         try:
-            self.client.heartbeat()
+            self._client.heartbeat()
             return True
         except Exception:
             return False
 
     def collection_names(self) -> list[str]:
-        return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+        return sorted(c if isinstance(c, str) else c.name for c in self._client.list_collections())
+
+    def snapshot(self) -> dict[str, CorpusSnapshot]:
+        """Every collection with its labels and size."""
+        out = {}
+        for name in self.collection_names():
+            col = self.get(name)
+            if col is not None:
+                out[name] = CorpusSnapshot(col, col.metadata, col.count())
+        return out
 
     def get(self, name: str) -> CorpusCollection | None:
         if name not in self.collection_names():
             return None
-        return CorpusCollection(self.client.get_collection(name, embedding_function=None))
+        return CorpusCollection(self._client.get_collection(name, embedding_function=None))
 
     def open_for_ingest(
         self, manifest: CorpusManifest, embedder_name: str, rebuild: bool = False
     ) -> CorpusCollection:
         existing = self.get(manifest.name)
         if existing is not None and rebuild:
-            self.client.delete_collection(manifest.name)
+            self._client.delete_collection(manifest.name)
             existing = None
         if existing is not None:
             stored = existing.metadata.get("embedder")
             if stored and stored != embedder_name:
                 raise EmbedderMismatchError(manifest.name, str(stored), embedder_name)
             return existing
-        col = self.client.get_or_create_collection(
+        col = self._client.get_or_create_collection(
             manifest.name,
             metadata=corpus_metadata(manifest, embedder_name),
             configuration={"hnsw": {"space": "cosine"}},
             embedding_function=None,
         )
         return CorpusCollection(col)
-
-    def drop(self, name: str) -> None:
-        if name in self.collection_names():
-            self.client.delete_collection(name)
 
 
 def now_iso() -> str:

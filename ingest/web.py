@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import socket
 import tempfile
@@ -297,10 +296,6 @@ class Fetched:
     etag: str = ""
     last_modified: str = ""
     final_url: str = ""  # where the body came from, after redirects
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.body).hexdigest()
 
 
 @dataclass(frozen=True)

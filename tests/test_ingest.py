@@ -14,9 +14,10 @@ import pytest
 from gbg.settings import Settings
 from ingest.embedders import Embedder
 from ingest.manifest import discover_manifests
-from ingest.pipeline import IngestReport, chunk_id, ingest_all
+from ingest.pipeline import IngestReport, ingest_all
+from ingest.store import chunk_id
 from ingest.store import ChromaStore
-from tests.conftest import PYTHON, REPO, make_pdf, write_corpus
+from tests.helpers import PYTHON, REPO, MakeCorpus, make_pdf, write_corpus
 
 DOCS = {
     "parkering.md": """\
@@ -91,7 +92,7 @@ def assert_consistent(settings: Settings, name: str) -> dict[str, tuple[str, str
     return snapshot(settings, name)
 
 
-def test_metadata_on_every_chunk(settings: Settings, e5: Embedder, make_corpus) -> None:
+def test_metadata_on_every_chunk(settings: Settings, e5: Embedder, make_corpus: MakeCorpus) -> None:
     make_corpus("demo", DOCS, audience="staff", sensitivity="internal")
     report = run(settings, e5)
     assert report.errors == []
@@ -110,7 +111,9 @@ def test_metadata_on_every_chunk(settings: Settings, e5: Embedder, make_corpus) 
     assert "Parkeringstillstånd > Giltighet" in sections
 
 
-def test_second_run_embeds_nothing(settings: Settings, e5: Embedder, make_corpus) -> None:
+def test_second_run_embeds_nothing(
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
+) -> None:
     make_corpus("demo", DOCS)
     first = run(settings, e5)
     assert first.total("embedded") == first.total("chunks_added") > 0
@@ -123,7 +126,7 @@ def test_second_run_embeds_nothing(settings: Settings, e5: Embedder, make_corpus
 
 
 def test_change_replaces_only_that_documents_chunks(
-    settings: Settings, e5: Embedder, make_corpus
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
 ) -> None:
     root = make_corpus("demo", DOCS)
     run(settings, e5)
@@ -144,7 +147,7 @@ def test_change_replaces_only_that_documents_chunks(
 
 
 def test_shrinking_document_drops_its_extra_chunks(
-    settings: Settings, e5: Embedder, make_corpus
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
 ) -> None:
     long = "# Lång\n\n" + "\n\n".join(
         f"## Del {i}\n\nStycke {i} om hemtjänstens rutiner för nyckelhantering." for i in range(6)
@@ -158,7 +161,9 @@ def test_shrinking_document_drops_its_extra_chunks(
     assert len(assert_consistent(settings, "demo")) == 3
 
 
-def test_deleted_document_is_removed(settings: Settings, e5: Embedder, make_corpus) -> None:
+def test_deleted_document_is_removed(
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
+) -> None:
     root = make_corpus("demo", DOCS)
     run(settings, e5)
     (root / "docs" / "liseberg.md").unlink()
@@ -169,7 +174,7 @@ def test_deleted_document_is_removed(settings: Settings, e5: Embedder, make_corp
 
 
 def test_corrupt_pdf_is_skipped_and_the_rest_ingested(
-    settings: Settings, e5: Embedder, make_corpus
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
 ) -> None:
     root = make_corpus("demo", {**DOCS, "broken.pdf": b"%PDF-1.7\n%%garbage\n"})
     make_pdf(root / "docs" / "good.pdf", "Återvinning", [("Glas", ["Glas lämnas i igloo."])])
@@ -180,7 +185,9 @@ def test_corrupt_pdf_is_skipped_and_the_rest_ingested(
     assert sources == {"docs/parkering.md", "docs/avfall.md", "docs/liseberg.md", "docs/good.pdf"}
 
 
-def test_relabel_without_reembedding(settings: Settings, e5: Embedder, make_corpus) -> None:
+def test_relabel_without_reembedding(
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
+) -> None:
     root = make_corpus("demo", DOCS)
     run(settings, e5)
     toml = root / "corpus.toml"
@@ -209,7 +216,7 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     }
 
 
-def test_cli_exit_codes_and_json_summary(settings: Settings, make_corpus) -> None:
+def test_cli_exit_codes_and_json_summary(settings: Settings, make_corpus: MakeCorpus) -> None:
     make_corpus("demo", {**DOCS, "broken.pdf": b"not a pdf"})
     res = subprocess.run(_cli(settings, "--json"), capture_output=True, text=True,
                          env=_env(settings), timeout=300)
@@ -224,7 +231,9 @@ def test_cli_exit_codes_and_json_summary(settings: Settings, make_corpus) -> Non
     assert "Ingest summary" in strict.stdout and "unchanged" in strict.stdout
 
 
-def test_cli_fails_when_nothing_could_be_ingested(settings: Settings, make_corpus) -> None:
+def test_cli_fails_when_nothing_could_be_ingested(
+    settings: Settings, make_corpus: MakeCorpus
+) -> None:
     make_corpus("demo", {"a.pdf": b"junk", "b.docx": b"junk"})
     res = subprocess.run(_cli(settings), capture_output=True, text=True, env=_env(settings),
                          timeout=300)
@@ -232,7 +241,7 @@ def test_cli_fails_when_nothing_could_be_ingested(settings: Settings, make_corpu
 
 
 def test_bad_manifest_via_cli(settings: Settings) -> None:
-    write_corpus(settings.corpora_dir, "demo", {}, manifest='name = "demo"\ntitle = "x"\n')
+    write_corpus(settings.corpora_dir, "demo", {}, manifest={"name": "demo", "title": "x"})
     res = subprocess.run(_cli(settings), capture_output=True, text=True, env=_env(settings),
                          timeout=120)
     assert res.returncode == 2
@@ -241,7 +250,7 @@ def test_bad_manifest_via_cli(settings: Settings) -> None:
 
 @pytest.mark.parametrize("kill_after", [1, 4])
 def test_sigkill_mid_ingest_then_rerun_is_consistent(
-    settings: Settings, e5: Embedder, make_corpus, kill_after: int
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus, kill_after: int
 ) -> None:
     docs = {
         f"rutin-{i:02d}.md": f"# Rutin {i}\n\n"

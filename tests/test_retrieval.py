@@ -7,19 +7,15 @@ import re
 
 import pytest
 
-from bot.access import Role
+from gbg.labels import Role
 from bot.retrieval.lexical import Decompounder, LexicalIndex, query_terms
-from bot.retrieval.retriever import (
-    CorpusNotPermittedError,
-    HybridRetriever,
-    UnknownCorpusError,
-    jaccard,
-    rrf,
-)
+from bot.retrieval.fusion import jaccard, rrf
+from bot.retrieval.retriever import HybridRetriever
+from bot.retrieval.types import CorpusNotPermittedError, RetrievalOptions, UnknownCorpusError
 from gbg.settings import Settings
 from ingest.embedders import Embedder
 from ingest.store import ChromaStore
-from tests.conftest import CORPORA
+from tests.helpers import CORPORA, MakeCorpus
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +69,7 @@ def test_index_is_cached_and_rebuilt_only_on_change(
     retriever: HybridRetriever, bundled_store: Settings
 ) -> None:
     a = retriever.index_for(Role.public)
-    retriever.retrieve("Liseberg", Role.public, mode="bm25")
+    retriever.retrieve("Liseberg", Role.public, RetrievalOptions(mode="bm25"))
     retriever.refresh()
     assert retriever.index_for(Role.public) is a  # unchanged collections: same index object
     assert retriever.index_for(Role.staff) is not a
@@ -90,31 +86,30 @@ def test_hybrid_returns_scored_chunks_with_provenance(retriever: HybridRetriever
 
 
 def test_compound_query_finds_compound_documents(retriever: HybridRetriever) -> None:
-    hits = retriever.retrieve("parkering tillstånd rörelsehindrade", mode="bm25", k=3)
+    hits = retriever.retrieve("parkering tillstånd rörelsehindrade", options=RetrievalOptions(mode="bm25", k=3))
     assert any("parkeringstillstand" in h.source for h in hits)
 
 
 def test_english_question_over_swedish_documents(retriever: HybridRetriever) -> None:
-    hits = retriever.retrieve("How do I apply for a parking permit for disabled people?",
-                              corpora=["stadens-tjanster"], k=3)
+    hits = retriever.retrieve("How do I apply for a parking permit for disabled people?", options=RetrievalOptions(corpora=["stadens-tjanster"], k=3))
     assert any("parkeringstillstand" in h.source for h in hits)
 
 
 def test_swedish_question_over_english_documents(retriever: HybridRetriever) -> None:
     # Only the English documents (a Swedish page on the same topic exists too).
-    hits = retriever.retrieve("Hur tar jag mig från flygplatsen till centrum?", lang="en", k=3)
+    hits = retriever.retrieve("Hur tar jag mig från flygplatsen till centrum?", options=RetrievalOptions(lang="en", k=3))
     assert hits and all(h.metadata.get("lang") == "en" for h in hits)
     assert "airport" in hits[0].source, [h.source for h in hits]
 
 
 def test_language_filter(retriever: HybridRetriever) -> None:
-    hits = retriever.retrieve("Liseberg", lang="en", k=8)
+    hits = retriever.retrieve("Liseberg", options=RetrievalOptions(lang="en", k=8))
     assert hits and {h.metadata["lang"] for h in hits} == {"en"}
 
 
 def test_neighbour_expansion(retriever: HybridRetriever) -> None:
-    plain = retriever.retrieve("basala hygienrutiner handdesinfektion", Role.staff, k=2)
-    wide = retriever.retrieve("basala hygienrutiner handdesinfektion", Role.staff, k=2, neighbors=1)
+    plain = retriever.retrieve("basala hygienrutiner handdesinfektion", Role.staff, RetrievalOptions(k=2))
+    wide = retriever.retrieve("basala hygienrutiner handdesinfektion", Role.staff, RetrievalOptions(k=2, neighbors=1))
     assert len(wide) > len(plain)
     extra = [h for h in wide if h.neighbor_of]
     for h in extra:
@@ -125,12 +120,12 @@ def test_neighbour_expansion(retriever: HybridRetriever) -> None:
 
 def test_unknown_and_forbidden_corpora_are_errors(retriever: HybridRetriever) -> None:
     with pytest.raises(UnknownCorpusError):
-        retriever.retrieve("x", corpora=["finns-inte"])
+        retriever.retrieve("x", options=RetrievalOptions(corpora=["finns-inte"]))
     with pytest.raises(CorpusNotPermittedError):
-        retriever.retrieve("insulin", Role.public, corpora=["brukare"])
+        retriever.retrieve("insulin", Role.public, RetrievalOptions(corpora=["brukare"]))
     with pytest.raises(CorpusNotPermittedError):
-        retriever.retrieve("insulin", Role.staff, corpora=["hemtjanst-rutiner", "brukare"])
-    assert retriever.retrieve("insulin", Role.care, corpora=["brukare"])
+        retriever.retrieve("insulin", Role.staff, RetrievalOptions(corpora=["hemtjanst-rutiner", "brukare"]))
+    assert retriever.retrieve("insulin", Role.care, RetrievalOptions(corpora=["brukare"]))
 
 
 def _attack_queries(retriever: HybridRetriever) -> list[str]:
@@ -161,19 +156,19 @@ def test_roles_never_see_corpora_outside_their_audience(retriever: HybridRetriev
     seen_internal_as_staff = 0
     for q in queries:
         for mode in ("hybrid", "bm25"):
-            for h in retriever.retrieve(q, Role.public, k=10, mode=mode, neighbors=1):
+            for h in retriever.retrieve(q, Role.public, RetrievalOptions(k=10, mode=mode, neighbors=1)):
                 leaks[Role.public] += h.metadata["sensitivity"] != "public"
-            for h in retriever.retrieve(q, Role.staff, k=10, mode=mode, neighbors=1):
+            for h in retriever.retrieve(q, Role.staff, RetrievalOptions(k=10, mode=mode, neighbors=1)):
                 leaks[Role.staff] += h.metadata["sensitivity"] == "sensitive"
                 seen_internal_as_staff += h.metadata["sensitivity"] == "internal"
     assert leaks == {Role.public: 0, Role.staff: 0}
     assert seen_internal_as_staff > 100  # the queries did reach staff material
-    care_hits = retriever.retrieve(queries[0], Role.care, k=5)
+    care_hits = retriever.retrieve(queries[0], Role.care, RetrievalOptions(k=5))
     assert any(h.corpus == "brukare" for h in care_hits)
 
 
 def test_changed_collection_rebuilds_in_the_background_without_blocking(
-    settings: Settings, e5: Embedder, make_corpus
+    settings: Settings, e5: Embedder, make_corpus: MakeCorpus
 ) -> None:
     """After an ingest the previous index keeps serving; the new one replaces it when built.
     A corpus whose audience is narrowed is masked out at once, stale index or not."""
@@ -189,7 +184,7 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     settings.retrieval.refresh_s = 0
     r = HybridRetriever(ChromaStore.from_settings(settings), e5, settings.retrieval)
     old = r.index_for(Role.public)
-    assert r.retrieve("Saltholmen", mode="bm25")
+    assert r.retrieve("Saltholmen", options=RetrievalOptions(mode="bm25"))
 
     make_corpus("stad", {"b.md": "# Skridskor\n\nIsbanan på Heden öppnar i december."})
     ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
@@ -198,7 +193,7 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     while r.index_for(Role.public, wait=False) is old:
         assert time.monotonic() < deadline, "background rebuild never finished"
         time.sleep(0.1)
-    hits = r.retrieve("Isbanan Heden", mode="bm25")
+    hits = r.retrieve("Isbanan Heden", options=RetrievalOptions(mode="bm25"))
     assert hits and "Isbanan" in hits[0].text
 
     # Raise a corpus's sensitivity: hits carry the new label at once, stale index or not.
@@ -206,7 +201,7 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     current = r.index_for(Role.public, wait=False)
     make_corpus("park", {}, sensitivity="internal")
     ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
-    hits = r.retrieve("Slottsskogen sälar", mode="bm25")
+    hits = r.retrieve("Slottsskogen sälar", options=RetrievalOptions(mode="bm25"))
     assert hits and all(h.metadata["sensitivity"] == "internal" for h in hits
                         if h.corpus == "park")
     assert any(h.corpus == "park" for h in hits)
@@ -216,9 +211,9 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     before = r.index_for(Role.public, wait=False)
     make_corpus("stad", {}, audience="staff")
     ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
-    assert r.retrieve("Saltholmen", mode="bm25") == []
-    assert all(h.corpus != "stad" for h in r.retrieve("Saltholmen", mode="hybrid"))
-    assert r.retrieve("Slottsskogen sälar", mode="bm25")
+    assert r.retrieve("Saltholmen", options=RetrievalOptions(mode="bm25")) == []
+    assert all(h.corpus != "stad" for h in r.retrieve("Saltholmen", options=RetrievalOptions(mode="hybrid")))
+    assert r.retrieve("Slottsskogen sälar", options=RetrievalOptions(mode="bm25"))
     assert current is not None and before is not None
-    staff = r.retrieve("Saltholmen", role=Role.staff, mode="bm25")
+    staff = r.retrieve("Saltholmen", role=Role.staff, options=RetrievalOptions(mode="bm25"))
     assert staff and staff[0].corpus == "stad"

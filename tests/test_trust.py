@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.access import Role
-from bot.api import build_detector, create_app
+from gbg.labels import Role
+from bot.http.app import create_app
+from bot.wiring import build_detector
 from bot.auth import KeyStore
-from bot.sensitivity import Detector, ProviderOption, classify, route
+from bot.classify import classify
+from bot.pii import Detector
+from bot.routing import ProviderOption, route
 from gbg.settings import ProviderSettings, Settings
 from ingest.embedders import Embedder
-from ingest.manifest import Sensitivity
+from gbg.labels import Sensitivity
 from tests.conftest import CORPORA, REPO, make_service
 from tests.peers import OllamaPeer, OpenAIPeer
 

@@ -4,16 +4,26 @@ generation request. Prompts are built in ``bot.prompts``; providers only speak t
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ingest.manifest import Sensitivity
+from gbg.labels import Sensitivity
 
 
 class ProviderError(Exception):
     """The provider failed or is unreachable. Never carries prompt text (it may be sensitive)."""
+
+
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+def as_data(text: str) -> str:
+    """A document's text with its own citation markers neutralised ("[2]" -> "(2)"), so text in
+    a document cannot pose as the answer's citation of another source."""
+    return _MARKER.sub(r"(\1)", text)
 
 
 @dataclass(frozen=True)

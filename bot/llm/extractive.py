@@ -1,111 +1,149 @@
-"""The extractive provider: no LLM. It picks the sentences of the top sources that share the most
-(idf-weighted, stemmed) words with the question and cites each. Deterministic and instant; the
-embedded default and the fallback when a generated answer fails verification.
+"""The extractive provider: no LLM, still a reader. It reads the top sources the way
+``bot.answerability.read`` scores them (e5 similarity, rare-word overlap, answer type) and
+answers with one coherent passage from one source: the best span with the sentences that
+continue it, or the whole step list it belongs to, in order and with its heading. A second
+source is quoted only for a distinct fact. Text is clean (no Markdown), every sentence cited.
+Deterministic and instant; the embedded default and the fallback when a generated answer fails
+verification.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import sentencex
 
+from bot.answerability import Reading, ScoredSpan, SourceText, Span, read
 from bot.llm.base import ChatProvider, GenerationRequest, Source
-from bot.retrieval.lexical import stem, words
-from ingest.manifest import Sensitivity
+from bot.overlap import stem_set
+from bot.texts import text as catalogue_text
+from gbg.labels import Sensitivity
 
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
-NO_MATCH = {
-    "sv": "Jag hittar inget svar på den frågan i mina källor.",
-    "en": "I could not find an answer to that question in my sources.",
-}
-SWEDISH_SOURCES_NOTE = "The sources are in Swedish; the relevant passages:"
-
-
-def _stems(text: str) -> set[str]:
-    out: set[str] = set()
-    for w in words(text):
-        out.add(stem(w, "sv"))
-        out.add(stem(w, "en"))
-    return out
+MIN_SCORE = 0.12  # below this nothing in the sources is about the question
+MAX_SENTENCES = 3
+WHOLE_LIST_ITEMS = 10  # a longer list is an enumeration, not a procedure: quote what matches
+_CONTINUES = re.compile(r"^(då|därefter|sedan|annars|detta|dessa|det gäller|ring då|then|"
+                        r"otherwise|this|these|if not|om inte|men|but)\b", re.I)
+_ANAPHOR = re.compile(r"^(det|detta|den|dessa|de|hen|han|hon|då|där|this|that|it|they|there|"
+                      r"then)\b", re.I)
 
 
-def sentences_of(source: Source) -> list[str]:
-    out: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)", source.text):
-        block = " ".join(_BULLET.sub("", ln).strip() for ln in block.splitlines() if ln.strip())
-        if not block:
-            continue
-        for s in sentencex.segment(source.lang or "sv", block):
-            s = s.strip()
-            if len(s) >= 12 and re.search(r"\w{3}", s):
-                out.append(s)
-    return out
+def source_texts(sources: Sequence[Source]) -> list[SourceText]:
+    return [SourceText(s.n, s.text, s.lang, s.section, s.title) for s in sources]
 
 
-def select_sentences(
-    request: GenerationRequest, max_sentences: int = 3, per_source: int = 2
-) -> list[tuple[int, str, float]]:
-    """(source number, sentence, score), best first; empty when nothing matches."""
-    q = _stems(request.question)
-    if not q:
-        return []
-    cands: list[tuple[int, int, str, set[str]]] = []
-    for rank, src in enumerate(request.sources):
-        for pos, sent in enumerate(sentences_of(src)):
-            cands.append((rank, pos, sent, _stems(sent)))
-    if not cands:
-        return []
-    df: dict[str, int] = {}
-    for *_, st in cands:
-        for t in st & q:
-            df[t] = df.get(t, 0) + 1
-    n = len(cands)
-    scored = []
-    for rank, pos, sent, st in cands:
-        overlap = st & q
-        if not overlap:
-            continue
-        score = sum(math.log(1 + n / df[t]) for t in overlap)
-        score *= 1.0 / (1 + 0.15 * rank)  # trust retrieval's order a little
-        score *= 1.0 / (1 + 0.02 * pos)
-        score /= math.sqrt(max(len(st), 4)) ** 0.5
-        scored.append((score, rank, pos, sent))
-    scored.sort(key=lambda x: (-x[0], x[1], x[2]))
-    # Answers follow the question's language: when sources in that language match nearly as
-    # well as the best, quote only them (a Swedish question over a bilingual corpus should not
-    # get English sentences).
-    same = [x for x in scored if request.sources[x[1]].lang == request.lang]
-    if same and scored and same[0][0] >= 0.5 * scored[0][0]:
-        scored = same
-    out: list[tuple[int, str, float]] = []
-    used: dict[int, int] = {}
-    best = scored[0][0] if scored else 0.0
-    for score, rank, _pos, sent in scored:
-        if len(out) >= max_sentences or score < 0.35 * best:
+def reading_for(request: GenerationRequest) -> Reading:
+    """The reading the service's decision made (memoised), or a lexical one without it."""
+    return read(request.question, source_texts(request.sources), request.lang)
+
+
+def _cite(text: str, n: int) -> str:
+    """Each sentence of ``text`` with its source marker (an uncited sentence is unsupported)."""
+    parts = [p.strip() for p in sentencex.segment("sv", text) if p.strip()] or [text]
+    return " ".join(_cite_one(p, n) for p in parts)
+
+
+def _cite_one(sentence: str, n: int) -> str:
+    s = sentence.rstrip()
+    m = re.match(r"^(.*?)([.!?:;]*)$", s, flags=re.S)
+    body, punct = (m.group(1), m.group(2)) if m else (s, "")
+    return f"{body} [{n}]{punct if punct in ('?', '!') else '.'}"
+
+
+def _block_spans(reading: Reading, span: Span) -> list[ScoredSpan]:
+    return [x for x in reading.all_spans
+            if x.span.src == span.src and x.span.block == span.block]
+
+
+def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
+    span = best.span
+    whole = reading.lists.get((span.src, span.block))
+    if whole is None:
+        return None
+    items = whole.items
+    procedure = whole.kind == "steps" or reading.qtype in ("howto", "yesno", "other")
+    if len(items) > WHOLE_LIST_ITEMS or not procedure:
+        near = [x for x in _block_spans(reading, span) if x.score >= 0.6 * best.score]
+        items = tuple(x.span.text for x in near[:MAX_SENTENCES])
+    numbered = whole.kind == "steps" and items == whole.items
+    lines = [f"{i}. {_cite(t, span.n)}" if numbered else f"- {_cite(t, span.n)}"
+             for i, t in enumerate(items, start=1)]
+    head = f"{whole.heading}:" if whole.heading else ""
+    return [head, *lines] if head else lines
+
+
+def _sentence_passage(reading: Reading, best: ScoredSpan) -> list[str]:
+    block = [x for x in _block_spans(reading, best.span) if x.span.kind == "sentence"]
+    at = next((i for i, x in enumerate(block) if x.span.pos == best.span.pos), 0)
+    start = at - 1 if at > 0 and _ANAPHOR.match(block[at].span.text) else at
+    picked = list(block[start : at + 1])
+    for x in block[at + 1 :]:
+        if len(picked) >= MAX_SENTENCES:
             break
-        if used.get(rank, 0) >= per_source:
-            continue
-        used[rank] = used.get(rank, 0) + 1
-        out.append((request.sources[rank].n, sent, score))
+        prev = picked[-1].span.text
+        if _CONTINUES.match(x.span.text) or len(x.span.text) < 45 or prev.endswith(":") \
+                or x.score >= 0.7 * best.score:
+            picked.append(x)
+        else:
+            break
+    out = [_cite(x.span.text, x.span.n) for x in picked]
+    if picked and picked[-1].span.text.rstrip().endswith(":"):
+        following = reading.lists.get((best.span.src, best.span.block + 1))
+        if following is not None:
+            out.extend(f"- {_cite(t, best.span.n)}" for t in following.items[:WHOLE_LIST_ITEMS])
     return out
+
+
+def passage(reading: Reading, best: ScoredSpan) -> list[str]:
+    if best.span.kind == "item":
+        lines = _list_passage(reading, best)
+        if lines:
+            return lines
+    return _sentence_passage(reading, best)
+
+
+def _choose_best(reading: Reading, lang: str, sources: Sequence[Source]) -> ScoredSpan | None:
+    best = reading.best
+    if best is None or best.score < MIN_SCORE:
+        return None
+    # Answers follow the question's language when such a source reads nearly as well.
+    same = next((x for x in reading.spans if sources[x.span.src].lang == lang), None)
+    if same is not None and same.score >= 0.85 * best.score:
+        return same
+    return best
+
+
+def _second(reading: Reading, first: ScoredSpan, sources: Sequence[Source],
+            quoted: str) -> ScoredSpan | None:
+    """A span of another document that adds a distinct fact, or None."""
+    doc = sources[first.span.src].title
+    have = stem_set(quoted)
+    for x in reading.spans[:8]:
+        if sources[x.span.src].title == doc or x.score < 0.85 * first.score:
+            continue
+        new = stem_set(x.span.text) - have
+        if x.typed > first.typed or (len(new) >= 0.6 * len(stem_set(x.span.text))
+                                     and x.typed >= first.typed and x.lex > first.lex):
+            return x
+        return None
+    return None
 
 
 def extractive_answer(request: GenerationRequest) -> str:
-    picked = select_sentences(request)
-    if not picked:
-        return NO_MATCH[request.lang]
-    parts = []
-    for n, sent, _ in picked:
-        m = re.match(r"^(.*?)([.!?:;]*)$", sent.rstrip(), flags=re.S)
-        body, punct = (m.group(1), m.group(2)) if m else (sent, "")
-        parts.append(f"{body} [{n}]{punct if punct in ('?', '!') else '.'}")
-    text = " ".join(parts)
-    if request.lang == "en" and all(
-        src.lang == "sv" for src in request.sources if src.n in {n for n, _, _ in picked}
-    ):
-        text = f"{SWEDISH_SOURCES_NOTE} {text}"
+    reading = reading_for(request)
+    best = _choose_best(reading, request.lang, request.sources)
+    if best is None:
+        return catalogue_text("no_match", request.lang)
+    lines = passage(reading, best)
+    second = _second(reading, best, request.sources, " ".join(lines))
+    if second is not None:
+        lines.append(" ".join(_sentence_passage(reading, second)[:2]))
+    sep = "\n" if any(ln.startswith(("- ", "1. ")) for ln in lines) else " "
+    text = sep.join(ln for ln in lines if ln)
+    used = {best.span.src} | ({second.span.src} if second else set())
+    if request.lang == "en" and all(request.sources[i].lang == "sv" for i in used):
+        text = f"{catalogue_text('sources_in_swedish', 'en')}\n{text}"
     return text
 
 
@@ -115,7 +153,7 @@ class ExtractiveProvider(ChatProvider):
 
     def __init__(self, name: str = "extractive") -> None:
         self.name = name
-        self.model = "extractive-v1"
+        self.model = "extractive-v2"
         self.clearance = Sensitivity.sensitive
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, S
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError
 from bot.prompts import build_messages
 from gbg.settings import ProviderSettings
-from ingest.manifest import Sensitivity
+from gbg.labels import Sensitivity
 
 
 def _lc_messages(messages: list[dict[str, str]]) -> list[BaseMessage]:
@@ -117,7 +117,7 @@ class OpenAIProvider(LangChainProvider):
         return ChatOpenAI(
             model=self.model,
             base_url=self.base_url,
-            api_key=self._key(),  # type: ignore[arg-type]
+            api_key=self._key(),
             temperature=self.cfg.temperature,
             max_tokens=self.cfg.max_tokens,
             timeout=self.cfg.timeout_s,

@@ -9,8 +9,8 @@ from typing import Any
 
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError
 from bot.prompts import build_messages
+from gbg.labels import Sensitivity
 from gbg.settings import ProviderSettings
-from ingest.manifest import Sensitivity
 
 
 class LlamaCppProvider(ChatProvider):

@@ -135,10 +135,15 @@ def query_terms(text: str, decompounder: Decompounder | None) -> list[str]:
 class LexicalIndex:
     """BM25 over a fixed list of texts; position i is the i-th text given."""
 
-    def __init__(self, texts: Sequence[str], langs: Sequence[str], k1: float = 1.2, b: float = 0.75):
+    def __init__(
+        self, texts: Sequence[str], langs: Sequence[str], k1: float = 1.2, b: float = 0.75
+    ) -> None:
         vocab = {w for t in texts for w in words(t)}
         self.decompounder = Decompounder(swedish_lexicon(), corpus_words=vocab)
-        corpus = [index_terms(t, lang, self.decompounder) or ["\x00"] for t, lang in zip(texts, langs, strict=True)]
+        corpus = [
+            index_terms(t, lang, self.decompounder) or ["\x00"]
+            for t, lang in zip(texts, langs, strict=True)
+        ]
         self.size = len(corpus)
         self.bm25 = bm25s.BM25(k1=k1, b=b)
         if corpus:

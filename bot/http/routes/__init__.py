@@ -1,0 +1,1 @@
+"""Thin routes: they authenticate, validate, call the service and translate its errors."""

@@ -1,0 +1,93 @@
+"""``POST /v1/chat``: answer the last user message from the documents the caller may read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response, StreamingResponse
+
+from bot.http import sse
+from bot.http.deps import STORE_ERRORS, Caller, Service, State, Trail
+from bot.models import ChatRequest, ChatResult, DecidedEvent, FinalEvent, Message, StreamEvent
+from bot.retrieval.types import CorpusNotPermittedError, UnknownCorpusError
+from bot.schemas import ChatIn, ErrorOut
+from gbg.labels import Role
+from gbg.settings import BotSettings
+
+log = logging.getLogger("bot.http")
+router = APIRouter(tags=["chat"])
+
+
+def to_request(body: ChatIn, role: Role, request_id: str, limits: BotSettings) -> ChatRequest:
+    """The service's request, or a 422 that says what is wrong."""
+    if len(body.messages) > limits.max_turns:
+        raise HTTPException(422, f"too many turns: {len(body.messages)} > {limits.max_turns}")
+    for i, m in enumerate(body.messages):
+        if len(m.content) > limits.max_message_chars:
+            raise HTTPException(
+                422, f"messages[{i}].content longer than {limits.max_message_chars} characters"
+            )
+        if not m.content.strip():
+            raise HTTPException(422, f"messages[{i}].content is blank")
+    if body.messages[-1].role != "user":
+        raise HTTPException(422, "the last message must be the user's question")
+    return ChatRequest(
+        messages=[Message(m.role, m.content) for m in body.messages],
+        role=role, corpora=body.corpora, lang=body.lang, request_id=request_id,
+    )
+
+
+def _decide(events: Iterator[StreamEvent]) -> DecidedEvent:
+    """Plan the request (the stream's first event); bad corpora and a down store surface
+    here, as 4xx and 503."""
+    try:
+        first = next(events)
+    except UnknownCorpusError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except CorpusNotPermittedError as exc:
+        raise HTTPException(403, str(exc)) from exc
+    except STORE_ERRORS as exc:
+        log.warning("chat planning: document store unavailable (%s)", type(exc).__name__)
+        raise HTTPException(503, f"the document store is unavailable: {type(exc).__name__}",
+                            headers={"Retry-After": "5"}) from exc
+    assert isinstance(first, DecidedEvent)
+    return first
+
+
+@router.post(
+    "/v1/chat",
+    response_model=ChatResult,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream"},
+        401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+)
+def chat(body: ChatIn, who: Caller, svc: Service, state: State,
+         trail: Trail) -> Response:
+    """Answer the last user message from the documents the caller may read, with citations."""
+    req = to_request(body, who.role, trail.request_id, state.settings.bot)
+    headers = {"X-AI-Generated": "true"}  # X-Request-ID: the audit middleware
+    events = svc.stream(req)
+    trail.decided(_decide(events).record)
+
+    def finished(result: ChatResult) -> ChatResult:
+        trail.finished(svc.audit_record(result, who.role))
+        return result
+
+    if not body.stream:
+        final = next(ev for ev in events if isinstance(ev, FinalEvent))
+        result = finished(final.result)
+        return Response(sse.result_payload(result), media_type="application/json", headers={
+            **headers, "X-AI-Provider": str(result.provider), "X-AI-Model": str(result.model)})
+
+    def stream() -> Iterator[bytes]:
+        for ev in events:
+            if isinstance(ev, FinalEvent):
+                finished(ev.result)
+            yield sse.encode(ev)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={**headers, "Cache-Control": "no-cache"})

@@ -1,0 +1,96 @@
+"""The answering gates: pure functions that decide, before any provider is asked, whether the
+retrieved sources can answer the question, and whether the question asks for a decision only a
+person may make (STYLE 2). The service applies them; the evaluation suites call the same
+functions, never copies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from bot.answerability import (
+    AnswerabilityModel,
+    Embeds,
+    Evidence,
+    HitScores,
+    Reading,
+    SourceText,
+    evidence,
+    load_model,
+    read,
+)
+from bot.overlap import stems_of_all, weighted_coverage
+from bot.retrieval.types import RetrievedChunk
+
+NO_RELEVANT_SOURCES = "no_relevant_sources"
+
+_ELIGIBILITY_Q = re.compile(
+    r"(har\s+jag\s+rätt\s+till|får\s+jag\s+(?:hemtjänst|färdtjänst|bistånd|plats)|"
+    r"kommer\s+jag\s+att\s+få|beviljas\s+jag|am\s+i\s+(?:eligible|entitled)|do\s+i\s+qualify|"
+    r"will\s+i\s+(?:get|be\s+granted))",
+    re.I,
+)
+
+
+def top_dense(hits: Sequence[RetrievedChunk]) -> float | None:
+    return max((h.dense for h in hits if h.dense is not None), default=None)
+
+
+def relevance_refusal(hits: Sequence[RetrievedChunk], min_relevance: float) -> str | None:
+    """A refusal reason when nothing relevant was retrieved: no hits, or the best dense
+    similarity under the floor (a BM25-only retrieval has no dense score and passes)."""
+    best = top_dense(hits)
+    if not hits or (best is not None and best < min_relevance):
+        return NO_RELEVANT_SOURCES
+    return None
+
+
+def same_language(hits: Sequence[RetrievedChunk], lang: str, top: int = 3) -> bool:
+    """Whether a top source is in the question's language (word coverage is only meaningful
+    then)."""
+    return any(str(h.metadata.get("lang")) == lang for h in hits[:top])
+
+
+def question_coverage(question: str, hits: Sequence[RetrievedChunk], lang: str) -> float:
+    """Rarity-weighted share of the question's words found in the chunks (and their sections)."""
+    have = stems_of_all(f"{h.metadata.get('section', '')} {h.text}" for h in hits)
+    return weighted_coverage(question, have, lang)
+
+
+def source_texts(hits: Sequence[RetrievedChunk]) -> list[SourceText]:
+    return [SourceText(i, h.text, str(h.metadata.get("lang", "sv")),
+                       str(h.metadata.get("section", "")), str(h.metadata.get("title", "")))
+            for i, h in enumerate(hits, start=1)]
+
+
+def hit_scores(hits: Sequence[RetrievedChunk]) -> list[HitScores]:
+    return [HitScores(f"{h.corpus}/{h.source}", h.dense, h.bm25, str(h.metadata.get("lang")))
+            for h in hits]
+
+
+def assess(question: str, lang: str, hits: Sequence[RetrievedChunk],
+           embedder: Embeds | None) -> tuple[Reading, Evidence]:
+    """Read the sources for the question and gather the evidence the decision weighs (the one
+    side effect is the embedder call; the reading is memoised for the extractive answerer)."""
+    reading = read(question, source_texts(hits), lang, embedder)
+    coverage = question_coverage(question, hits[:3], lang) if hits else 0.0
+    return reading, evidence(reading, hit_scores(hits), coverage, lang)
+
+
+def answerability(ev: Evidence, model: AnswerabilityModel | None = None) -> float:
+    """The calibrated probability that the sources answer the question."""
+    return (model or load_model()).probability(ev)
+
+
+def answerability_refusal(ev: Evidence, threshold: float,
+                          model: AnswerabilityModel | None = None) -> str | None:
+    """THE decision, before any provider, LLM or not, is asked: a refusal reason when the
+    calibrated probability that the sources answer the question is under the threshold.
+    Unsure means refuse (the caller gets the contact centre)."""
+    p = answerability(ev, model)
+    return None if p >= threshold else NO_RELEVANT_SOURCES
+
+
+def is_eligibility_question(question: str) -> bool:
+    """"Har jag rätt till hemtjänst?": only a needs assessor decides; the answer says so."""
+    return bool(_ELIGIBILITY_Q.search(question))

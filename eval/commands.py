@@ -1,0 +1,106 @@
+"""The bodies of the ``gbg eval`` commands: each builds what it needs (through
+``bot.wiring``), runs a suite and returns plain results; the CLI only parses options and prints.
+``Step`` is a progress callback (a task name and its size, then one call per item)."""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bot.audit import AuditStore
+from bot.retrieval.retriever import HybridRetriever
+from bot.wiring import build_service
+from eval.answer import balanced, evaluate_answers, load_squad
+from eval.datasets import RetrievalDataset, load_retrieval_dataset
+from eval.report import write_reports
+from eval.retrieval import (
+    MODES,
+    build_store,
+    dataset_settings,
+    evaluate_retrieval,
+    results_as_dict,
+    write_report,
+)
+from eval.suites import EVAL_DIR, RandomRetriever, apply_config, load_config, load_gold, run_suites
+from gbg.settings import ProviderSettings, Settings
+from ingest.embedders import get_embedder
+
+Progress = Callable[[str, int], Callable[[], None]]
+T = TypeVar("T")
+
+
+def spread(items: list[T], n: int | None) -> list[T]:
+    """n items evenly spread over the list (a stratified quick run), or all of them."""
+    if not n or n >= len(items):
+        return items
+    return [items[int(i * len(items) / n)] for i in range(n)]
+
+
+def retrieval_eval(settings: Settings, dataset: str, data: Path, split: str | None,
+                   limit: int | None, reports_dir: Path, progress: Progress
+                   ) -> tuple[dict[str, Any], Path, RetrievalDataset]:
+    """recall@k, MRR@10 and nDCG@10 per retrieval mode over one dataset; the report's path."""
+    ds = load_retrieval_dataset(dataset, data, split)
+    if limit:
+        ds.queries = ds.queries[:limit]
+    s = dataset_settings(settings, ds)
+    embedder = get_embedder(s.embedder)
+    progress(f"ingest {ds.name}", 1)
+    ingest_report = build_store(s, embedder)
+    step = progress("queries", len(ds.queries) * len(MODES))
+    results = evaluate_retrieval(s, embedder, ds, on_query=step)
+    payload = results_as_dict(ds, results, ingest_report, {
+        "embedder": embedder.name,
+        "chunk_tokens": s.chunking.max_tokens,
+        "rrf_k": s.retrieval.rrf_k,
+        "weights": {"dense": s.retrieval.dense_weight, "bm25": s.retrieval.bm25_weight},
+    })
+    return payload, write_report(reports_dir, payload), ds
+
+
+def answer_eval(base: Settings, data: Path, providers: list[str], limit: int,
+                model_path: Path | None, progress: Progress) -> dict[str, dict[str, float]]:
+    """Refusal and gold-span rates on SQuAD v2 (sv), per provider."""
+    ds, questions = load_squad(data, base.data_dir / "eval" / "squad-src")
+    s = dataset_settings(base, ds)
+    emb = get_embedder(s.embedder)
+    build_store(s, emb)
+    qs = balanced(questions, limit)
+    rows = {}
+    for name in providers:
+        cfg = s.model_copy(deep=True)
+        if name == "llamacpp":
+            cfg.llm.providers = {"llamacpp": ProviderSettings(
+                kind="llamacpp", model_path=model_path, n_threads=2, max_tokens=150,
+                temperature=0.0)}
+        else:
+            cfg.llm.providers = {"extractive": ProviderSettings(kind="extractive")}
+        svc = build_service(cfg, embedder=emb, audit=AuditStore("sqlite://"))
+        rows[name] = evaluate_answers(svc, qs, progress(name, len(qs)))
+    return rows
+
+
+def gold_eval(base: Settings, configs: list[Path] | None, limit: int | None, reports_dir: Path,
+              progress: Progress) -> dict[str, Path]:
+    """Every suite on the bundled gold set, one run per configuration; the report paths."""
+    paths = configs or [Path(p) for p in sorted(glob.glob(str(EVAL_DIR / "configs" / "*.toml")))]
+    gold = spread(load_gold(), limit)
+    redteam = spread([json.loads(x) for x in (EVAL_DIR / "datasets/redteam.jsonl").read_text(
+        encoding="utf-8").splitlines() if x.strip()], limit)
+    runs = {}
+    for p in paths:
+        cfg = load_config(p)
+        s = apply_config(base, cfg)
+        s.audit.url = "sqlite://"
+        svc = build_service(
+            s, audit=AuditStore("sqlite://"),
+            retriever_cls=RandomRetriever if cfg.degrade == "random" else HybridRetriever,
+        )
+        step = progress(cfg.name, len(gold) + len(redteam))
+        runs[cfg.name] = run_suites(svc, gold, redteam, step)
+    meta = {"gold_items": len(gold), "redteam_items": len(redteam),
+            "provider": ",".join(base.llm.providers)}
+    return write_reports(reports_dir, runs, meta)
