@@ -55,7 +55,7 @@ def run_ours(corpora: Path, store: Path, max_tokens: int, overlap: int) -> dict[
     from ingest.pipeline import ingest_all
     from ingest.store import ChromaStore
 
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     s.corpora_dir, s.data_dir = corpora, store
     s.chunking.max_tokens, s.chunking.overlap_tokens = max_tokens, overlap
     emb = get_embedder(s.embedder)

@@ -22,12 +22,13 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.helpers import free_port
 
 INSTALL_HINT = "install the PostgreSQL server with `apt-get install postgresql`"
 SERVER_USER = "postgres"  # the system user that runs the server when we are root
@@ -73,12 +74,6 @@ def find_bindir() -> Path:
         f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found in {', '.join(tried)}; "
         f"{INSTALL_HINT}"
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresCluster:
@@ -156,7 +151,7 @@ class PostgresCluster:
                 "# gbg-assist tests: trust 127.0.0.1 only\n"
                 "host all all 127.0.0.1/32 trust\n", encoding="utf-8")
             for attempt in range(attempts):  # the free port can be taken before we bind it
-                self.port = _free_port()
+                self.port = free_port()
                 (self.datadir / "postgresql.auto.conf").write_text(
                     f"port = {self.port}\n"
                     "listen_addresses = '127.0.0.1'\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 class ChromaServer:

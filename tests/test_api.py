@@ -3,9 +3,9 @@ audit, streaming over real HTTP."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,34 +13,36 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.access import Role
-from bot.api import create_app
 from bot.auth import KeyStore
+from bot.http.app import create_app
+from bot.service import ChatService
+from gbg.labels import Role
 from gbg.settings import ProviderSettings, Settings
 from ingest.embedders import Embedder
-from tests.conftest import make_service, serve_in_thread
+from tests.helpers import ask, iter_sse, make_bot, serve_in_thread
 from tests.peers import OllamaPeer
+
+
+@dataclass(frozen=True)
+class Api:
+    client: TestClient
+    service: ChatService
+    staff_key: str
+    care_key: str
 
 
 @pytest.fixture(scope="module")
 def api(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[tuple[TestClient, Any, dict[str, str]]]:
-    data = tmp_path_factory.mktemp("api")
-    s, svc = make_service(bundled_store, data, e5=e5)
-    keys = KeyStore(s.keys_path)
-    creds = {"staff": keys.create(Role.staff, "anna"), "care": keys.create(Role.care, "bo")}
-    with TestClient(create_app(s, svc)) as client:
-        yield client, svc, creds
+        ) -> Iterator[Api]:
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("api"), e5=e5)
+    keys = KeyStore(bot.settings.keys_path)
+    staff, care = keys.create(Role.staff, "anna"), keys.create(Role.care, "bo")
+    with TestClient(create_app(bot.settings, bot.service)) as client:
+        yield Api(client, bot.service, staff, care)
 
 
-def ask(client: TestClient, q: str, **kw: Any) -> httpx.Response:
-    headers = kw.pop("headers", {})
-    return client.post("/v1/chat", json={"messages": [{"role": "user", "content": q}], **kw},
-                       headers=headers)
-
-
-def test_swedish_tourist_question_gets_cited_answer(api: Any) -> None:
-    client, _, _ = api
+def test_swedish_tourist_question_gets_cited_answer(api: Api) -> None:
+    client = api.client
     r = ask(client, "Hur ansöker jag om parkeringstillstånd för rörelsehindrade?")
     assert r.status_code == 200
     d = r.json()
@@ -54,15 +56,15 @@ def test_swedish_tourist_question_gets_cited_answer(api: Any) -> None:
     assert d["sensitivity"] == "public" and d["latency_ms"] > 0
 
 
-def test_english_tourist_question_gets_english_answer(api: Any) -> None:
-    client, _, _ = api
+def test_english_tourist_question_gets_english_answer(api: Api) -> None:
+    client = api.client
     d = ask(client, "How do I get from Landvetter airport to the city centre?").json()
     assert d["lang"] == "en" and d["citations"] and not d["refused"]
     assert any("airport" in x["source"] for x in d["citations"])
 
 
-def test_unanswerable_question_is_refused_with_contact(api: Any) -> None:
-    client, _, _ = api
+def test_unanswerable_question_is_refused_with_contact(api: Api) -> None:
+    client = api.client
     d = ask(client, "Vad kostar en månadskort för hundar i Kiruna 1987?").json()
     assert d["refused"] and d["refusal_reason"] == "no_relevant_sources"
     assert "031-365 00 00" in d["answer"] and d["citations"] == []
@@ -70,14 +72,14 @@ def test_unanswerable_question_is_refused_with_contact(api: Any) -> None:
     assert e["refused"] and e["lang"] == "en" and "don't know" in e["answer"]
 
 
-def test_eligibility_question_gets_referral_not_decision(api: Any) -> None:
-    client, _, _ = api
+def test_eligibility_question_gets_referral_not_decision(api: Api) -> None:
+    client = api.client
     d = ask(client, "Har jag rätt till hemtjänst om jag är 80 år?").json()
     assert "biståndshandläggare" in d["answer"] and "kan inte avgöra" in d["answer"]
 
 
-def test_follow_up_is_rewritten(api: Any) -> None:
-    client, _, _ = api
+def test_follow_up_is_rewritten(api: Api) -> None:
+    client = api.client
     r = client.post("/v1/chat", json={"messages": [
         {"role": "user", "content": "Hur ansöker jag om parkeringstillstånd för rörelsehindrade?"},
         {"role": "assistant", "content": "Du ansöker hos staden [1]."},
@@ -103,15 +105,16 @@ def test_follow_up_is_rewritten(api: Any) -> None:
         (b'[1, 2]', 422, ""),
     ],
 )
-def test_bad_requests_are_4xx_with_reason(api: Any, body: bytes, status: int, fragment: str) -> None:
-    client, _, _ = api
+def test_bad_requests_are_4xx_with_reason(api: Api, body: bytes, status: int,
+                                          fragment: str) -> None:
+    client = api.client
     r = client.post("/v1/chat", content=body, headers={"Content-Type": "application/json"})
     assert r.status_code == status, r.text
     assert fragment.lower() in r.json()["detail"].lower()
 
 
-def test_message_length_turns_and_body_limits(api: Any) -> None:
-    client, svc, _ = api
+def test_message_length_turns_and_body_limits(api: Api) -> None:
+    client, svc = api.client, api.service
     limit = svc.settings.bot
     long = ask(client, "a" * (limit.max_message_chars + 1))
     assert long.status_code == 422 and "longer than" in long.json()["detail"]
@@ -133,51 +136,56 @@ def test_message_length_turns_and_body_limits(api: Any) -> None:
     assert r.status_code == 413 and "body" in r.json()["detail"]
 
 
-def test_roles_and_keys(api: Any) -> None:
-    client, svc, creds = api
+def test_roles_and_keys(api: Api) -> None:
+    client, svc = api.client, api.service
     assert ask(client, "x", headers={"X-API-Key": "gbg_wrong"}).status_code == 401
     r = ask(client, "insulin", corpora=["brukare"])
     assert r.status_code == 403 and "may not read" in r.json()["detail"]
-    r = ask(client, "insulin", corpora=["brukare"], headers={"X-API-Key": creds["staff"]})
+    r = ask(client, "insulin", corpora=["brukare"], headers={"X-API-Key": api.staff_key})
     assert r.status_code == 403
     r = ask(client, "Basala hygienrutiner handdesinfektion", corpora=["hemtjanst-rutiner"],
-            headers={"Authorization": f"Bearer {creds['staff']}"})
+            headers={"Authorization": f"Bearer {api.staff_key}"})
     assert r.status_code == 200 and r.json()["citations"]
     r = ask(client, "Vilken insulindos har Gunnel Andersson på kvällen?",
-            headers={"X-API-Key": creds["care"]})
+            headers={"X-API-Key": api.care_key})
     d = r.json()
     assert r.status_code == 200 and d["sensitivity"] == "sensitive"
     assert any(c["corpus"] == "brukare" for c in d["citations"])
     names = lambda h: {c["name"] for c in client.get("/v1/corpora", headers=h).json()}  # noqa: E731
     assert names({}) == {"turism", "stadens-tjanster"}
-    assert names({"X-API-Key": creds["staff"]}) == {"turism", "stadens-tjanster", "hemtjanst-rutiner"}
-    assert "brukare" in names({"X-API-Key": creds["care"]})
+    assert names({"X-API-Key": api.staff_key}) == {
+        "turism", "stadens-tjanster", "hemtjanst-rutiner"}
+    assert "brukare" in names({"X-API-Key": api.care_key})
     stored = Path(svc.settings.keys_path).read_text()
-    assert creds["staff"] not in stored and creds["care"] not in stored
+    assert api.staff_key not in stored and api.care_key not in stored
 
 
-def test_feedback_is_stored_under_the_request_id(api: Any) -> None:
-    client, svc, _ = api
+def test_feedback_is_stored_under_the_request_id(api: Api) -> None:
+    client, svc = api.client, api.service
     r = ask(client, "Var ligger Feskekôrka?")
     rid = r.headers["X-Request-ID"]
     assert rid == r.json()["request_id"]
-    fb = client.post("/v1/feedback", json={"request_id": rid, "rating": 1, "comment": "Bra, ring 070-123 45 67"})
+    fb = client.post("/v1/feedback", json={"request_id": rid, "rating": 1,
+                                           "comment": "Bra, ring 070-123 45 67"})
     assert fb.status_code == 201
     rec = svc.audit.get(rid)
+    assert rec is not None
     assert rec["feedback_rating"] == 1 and "070-123 45 67" not in rec["feedback_comment"]
-    assert client.post("/v1/feedback", json={"request_id": "abcdef0123", "rating": 1}).status_code == 404
+    unknown = client.post("/v1/feedback", json={"request_id": "abcdef0123", "rating": 1})
+    assert unknown.status_code == 404
     assert client.post("/v1/feedback", json={"request_id": rid, "rating": 5}).status_code == 422
 
 
-def test_every_request_yields_exactly_one_audit_record(api: Any) -> None:
-    client, svc, _ = api
+def test_every_request_yields_exactly_one_audit_record(api: Api) -> None:
+    client, svc = api.client, api.service
     before = svc.audit.count()
     ids = []
     for call in (
         lambda: ask(client, "Hur tar jag mig till Slottsskogen?"),
         lambda: client.get("/v1/corpora"),
         lambda: client.get("/readyz"),
-        lambda: client.post("/v1/chat", content=b"{bad", headers={"Content-Type": "application/json"}),
+        lambda: client.post("/v1/chat", content=b"{bad",
+                            headers={"Content-Type": "application/json"}),
         lambda: ask(client, "x", headers={"X-API-Key": "nope"}),
         lambda: client.post("/v1/chat", json={"messages": [{"role": "user", "content": "Liseberg"}],
                                               "stream": True}),
@@ -185,18 +193,19 @@ def test_every_request_yields_exactly_one_audit_record(api: Any) -> None:
         ids.append(call().headers["X-Request-ID"])
     assert svc.audit.count() == before + len(ids)
     assert all(svc.audit.get(i) is not None for i in ids)
-    assert svc.audit.get(ids[4])["status"] == 401
+    unauthorised = svc.audit.get(ids[4])
+    assert unauthorised is not None and unauthorised["status"] == 401
 
 
-def test_health_and_readiness(api: Any) -> None:
-    client, _, _ = api
+def test_health_and_readiness(api: Api) -> None:
+    client = api.client
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["chroma"] is True
 
 
-def test_openapi_docs_on(api: Any) -> None:
-    client, _, _ = api
+def test_openapi_docs_on(api: Api) -> None:
+    client = api.client
     spec = client.get("/openapi.json").json()
     assert "/v1/chat" in spec["paths"] and "/v1/feedback" in spec["paths"]
     assert client.get("/docs").status_code == 200
@@ -211,28 +220,23 @@ def live_streaming_bot(bundled_store: Settings, e5: Embedder,
     providers = {"ollama": ProviderSettings(kind="ollama", model=OllamaPeer.model,
                                             base_url=peer.url),
                  "extractive": ProviderSettings(kind="extractive")}
-    s, svc = make_service(bundled_store, data, providers, e5=e5)
+    bot = make_bot(bundled_store, data, providers, e5=e5)
     try:
-        with serve_in_thread(create_app(s, svc)) as url:
+        with serve_in_thread(create_app(bot.settings, bot.service)) as url:
             yield url
     finally:
         peer.stop()
 
 
 def test_streaming_first_token_before_answer_is_complete(live_streaming_bot: str) -> None:
-    events: list[tuple[float, str, dict]] = []
+    events: list[tuple[float, str, dict[str, Any]]] = []
     body = {"messages": [{"role": "user", "content": "Hur ansöker jag om parkeringstillstånd?"}],
             "stream": True}
     with httpx.stream("POST", f"{live_streaming_bot}/v1/chat", json=body, timeout=60) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
         assert r.headers["x-ai-generated"] == "true"
-        kind = None
-        for line in r.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind:
-                events.append((time.monotonic(), kind, json.loads(line[6:])))
+        events.extend((time.monotonic(), kind, data) for kind, data in iter_sse(r.iter_lines()))
     kinds = [k for _, k, _ in events]
     assert kinds[0] == "token" and kinds[-1] == "final" and kinds.count("token") >= 3
     first_token_at, final_at = events[0][0], events[-1][0]

@@ -17,13 +17,18 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from bot.audit import AuditRecord, AuditStore, UnknownRequestError
+from gbg.settings import Settings
+from ingest.embedders import Embedder
+from tests.helpers import ask, make_bot
 from tests.pg import PostgresCluster
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -413,29 +418,29 @@ def test_workers_starting_together_create_the_table_once(
 PNR = re.compile(r"(19)?121212[-+ ]?1212")
 
 
-@pytest.fixture(scope="module")
-def pg_api(pg: PostgresCluster, bundled_store: Any, e5: Any,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
-    """The real app over the bundled corpora, its audit log in PostgreSQL."""
-    from fastapi.testclient import TestClient
+@dataclass(frozen=True)
+class PgApi:
+    client: TestClient
+    dsn: str
 
-    from bot.api import create_app
-    from bot.service import ChatService
-    from gbg.settings import Settings
-    from tests.conftest import make_service
+
+@pytest.fixture(scope="module")
+def pg_api(pg: PostgresCluster, bundled_store: Settings, e5: Embedder,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgApi]:
+    """The real app over the bundled corpora, its audit log in PostgreSQL."""
+    from bot.http.app import create_app
 
     name = f"audit_api_{uuid.uuid4().hex[:8]}"
     pg_url = pg.create_database(name)
-    made = make_service(bundled_store, tmp_path_factory.mktemp("pg-api"), e5=e5)
-    s, svc = cast("tuple[Settings, ChatService]", made)
-    # make_service gives the service a SQLite audit log; swap in PostgreSQL before the app
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("pg-api"), e5=e5)
+    # make_bot gives the service a SQLite audit log; swap in PostgreSQL before the app
     # is built (create_app takes the service's store; settings point at the same database).
-    svc.audit.engine.dispose()
-    s.audit.url = pg_url
-    svc.audit = AuditStore(pg_url)
-    with TestClient(create_app(s, svc)) as client:
-        yield client, pg.dsn(name)
-    svc.audit.engine.dispose()
+    bot.service.audit.engine.dispose()
+    bot.settings.audit.url = pg_url
+    bot.service.audit = AuditStore(pg_url)
+    with TestClient(create_app(bot.settings, bot.service)) as client:
+        yield PgApi(client, pg.dsn(name))
+    bot.service.audit.engine.dispose()
 
 
 def raw_row(dsn: str, request_id: str) -> dict[str, Any] | None:
@@ -446,12 +451,8 @@ def raw_row(dsn: str, request_id: str) -> dict[str, Any] | None:
         return conn.execute("SELECT * FROM audit WHERE request_id = %s", (request_id,)).fetchone()
 
 
-def ask(client: Any, q: str) -> Any:
-    return client.post("/v1/chat", json={"messages": [{"role": "user", "content": q}]})
-
-
-def test_api_chat_and_feedback_land_in_postgres(pg_api: tuple[Any, str]) -> None:
-    client, dsn = pg_api
+def test_api_chat_and_feedback_land_in_postgres(pg_api: PgApi) -> None:
+    client, dsn = pg_api.client, pg_api.dsn
     r = ask(client, "Var ligger Feskekôrka?")
     assert r.status_code == 200, r.text
     request_id = r.headers["X-Request-ID"]
@@ -470,10 +471,10 @@ def test_api_chat_and_feedback_land_in_postgres(pg_api: tuple[Any, str]) -> None
     assert unknown.status_code == 404
 
 
-def test_api_never_stores_a_personnummer(pg_api: tuple[Any, str]) -> None:
+def test_api_never_stores_a_personnummer(pg_api: PgApi) -> None:
     import psycopg
 
-    client, dsn = pg_api
+    client, dsn = pg_api.client, pg_api.dsn
     with_pnr = [
         "Jag har personnummer 19121212-1212, hur ansöker jag om parkeringstillstånd?",
         "Mitt personnummer är 121212-1212. Var ligger Feskekôrka?",
@@ -520,8 +521,8 @@ def test_nul_character_in_question_and_comment(store: AuditStore) -> None:
     assert got is not None and "Liseberg" in got["question"] and got["feedback_rating"] == -1
 
 
-def test_api_question_with_nul_character(pg_api: tuple[Any, str]) -> None:
-    client, dsn = pg_api
+def test_api_question_with_nul_character(pg_api: PgApi) -> None:
+    client, dsn = pg_api.client, pg_api.dsn
     r = ask(client, "Liseberg\x00 öppettider?")
     assert r.status_code == 200
     assert raw_row(dsn, r.headers["X-Request-ID"]) is not None

@@ -12,16 +12,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from bot.api import create_app
+from bot.http.app import create_app
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import REPO, free_port, make_service, serve_in_thread
+from tests.helpers import REPO, Bot, free_port, make_bot, serve_in_thread
 from ui.texts import T
 
 pytestmark = pytest.mark.slow
@@ -40,13 +41,19 @@ def _squash(text: str) -> str:
     return " ".join(text.split())
 
 
+@dataclass(frozen=True)
+class ServedBot:
+    bot: Bot
+    url: str
+
+
 @pytest.fixture(scope="module")
 def bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[dict[str, Any]]:
+        ) -> Iterator[ServedBot]:
     """The real bot (ChatService + FastAPI) served by uvicorn in a thread."""
-    s, svc = make_service(bundled_store, tmp_path_factory.mktemp("browser-bot"), e5=e5)
-    with serve_in_thread(create_app(s, svc)) as url:
-        yield {"svc": svc, "url": url}
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("browser-bot"), e5=e5)
+    with serve_in_thread(create_app(bot.settings, bot.service)) as url:
+        yield ServedBot(bot, url)
 
 
 @contextmanager
@@ -158,11 +165,11 @@ def wait_for_audit(svc: Any, rid: str, timeout_s: float = 10) -> dict[str, Any]:
     return dict(rec)
 
 
-def test_chat_sources_feedback_and_screens(bot: dict[str, Any], new_page: Callable[[], Any],
+def test_chat_sources_feedback_and_screens(bot: ServedBot, new_page: Callable[[], Any],
                                            tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
-    with streamlit_ui(bot["url"], tmp_path / "streamlit.log") as url:
+    with streamlit_ui(bot.url, tmp_path / "streamlit.log") as url:
         page = new_page()
         page.goto(url)
         chat_input = page.get_by_test_id("stChatInputTextArea")
@@ -203,7 +210,7 @@ def test_chat_sources_feedback_and_screens(bot: dict[str, Any], new_page: Callab
         expect(rid_caption).to_be_visible()
         rid = rid_caption.locator("code").inner_text().strip()
         assert len(rid) == 32 and all(ch in "0123456789abcdef" for ch in rid), rid
-        before = bot["svc"].audit.get(rid)
+        before = bot.bot.service.audit.get(rid)
         assert before is not None and before["feedback_rating"] is None
 
         # Feedback: a comment, then thumbs up; a toast thanks the user.
@@ -215,7 +222,7 @@ def test_chat_sources_feedback_and_screens(bot: dict[str, Any], new_page: Callab
         expect(thumbs_up).to_have_attribute("aria-checked", "true")
         expect(page.get_by_test_id("stToast").filter(has_text=SV["thanks"])).to_be_visible(
             timeout=15_000)
-        rec = wait_for_audit(bot["svc"], rid)
+        rec = wait_for_audit(bot.bot.service, rid)
         assert rec["feedback_rating"] == 1, rec
         assert rec["feedback_comment"] == COMMENT, rec
         expect(page.get_by_test_id("stAlertContentWarning")).to_have_count(0)

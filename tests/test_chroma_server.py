@@ -12,7 +12,7 @@ from ingest.embedders import Embedder
 from ingest.manifest import discover_manifests
 from ingest.pipeline import ingest_all
 from ingest.store import ChromaStore
-from tests.conftest import CORPORA
+from tests.helpers import CORPORA
 from tests.servers import ChromaServer
 
 pytestmark = pytest.mark.slow

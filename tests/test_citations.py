@@ -11,7 +11,7 @@ from bot.citations import CitationVerifier, claim_numbers, split_cited_sentences
 from bot.llm.base import Source
 from ingest.embedders import Embedder
 from ingest.lang import detect_language
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_markers_attach_to_their_sentence() -> None:

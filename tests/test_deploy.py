@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel
 
 from gbg.settings import ProviderSettings, Settings
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -268,7 +268,7 @@ def test_bot_environment_builds_fail_closed_settings(monkeypatch: pytest.MonkeyP
             monkeypatch.delenv(k)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
 
     # Every key of every provider is a real field (a misspelt "clearance" is silently ignored).
     for name, cfg in json.loads(env["GBG_LLM__PROVIDERS"]).items():

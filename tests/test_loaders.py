@@ -9,7 +9,7 @@ from ingest.chunking import Chunker, split_sections
 from ingest.errors import LoaderError
 from ingest.loaders import SUPPORTED_SUFFIXES, LoadedDocument, load_file
 from ingest.manifest import discover_manifests
-from tests.conftest import CORPORA, make_docx, make_pdf
+from tests.helpers import CORPORA, make_docx, make_pdf
 
 SECTIONS = [
     ("Ansökan", ["Du ansöker om parkeringstillstånd hos staden.", "Ett läkarintyg behövs."]),

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gbg.labels import Audience, Sensitivity
 from ingest.errors import ManifestError
-from ingest.manifest import Audience, Sensitivity, discover_manifests, load_manifest
-from tests.conftest import CORPORA, MANIFEST, write_corpus
+from ingest.manifest import discover_manifests, load_manifest
+from tests.helpers import CORPORA, corpus_manifest, write_corpus
 
 
 def test_bundled_corpora_are_valid_and_labelled() -> None:
@@ -25,28 +27,33 @@ def test_sensitivity_is_ordered() -> None:
     assert Sensitivity.public.rank < Sensitivity.internal.rank < Sensitivity.sensitive.rank
 
 
-GOOD = MANIFEST.format(name="x-corpus", audience="public", sensitivity="public")
+def good(**changes: Any) -> dict[str, Any]:
+    return {**corpus_manifest("x-corpus"), **changes}
+
+
+def without(manifest: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in manifest.items() if k != key}
 
 
 @pytest.mark.parametrize(
-    ("text", "field", "fragment"),
+    ("manifest", "field", "fragment"),
     [
-        (GOOD.replace('audience = "public"', 'audience = "everyone"'), "audience", "public"),
-        (GOOD.replace('sensitivity = "public"', 'sensitivity = "secret"'), "sensitivity", ""),
-        (GOOD.replace('title = "Testkorpus x-corpus"\n', ""), "title", "required"),
-        (GOOD.replace('languages = ["sv", "en"]', 'languages = ["de"]'), "languages[0]", ""),
-        (GOOD.replace('include = ["docs/**/*"]', 'include = ["../../etc/*"]'),
+        (good(audience="everyone"), "audience", "public"),
+        (good(sensitivity="secret"), "sensitivity", ""),
+        (without(good(), "title"), "title", "required"),
+        (good(languages=["de"]), "languages[0]", ""),
+        (good(sources=[{"type": "files", "include": ["../../etc/*"]}]),
          "sources[0].include", "inside"),
-        (GOOD.replace('type = "files"', 'type = "ftp"'), "sources[0]", ""),
-        ('unknown_key = 1\n' + GOOD, "unknown_key", "not permitted"),
-        (GOOD.replace('name = "x-corpus"', 'name = "Bad Name!"'), "name", "pattern"),
-        (GOOD.replace('name = "x-corpus"', 'name = "other"'), "name", "folder"),
+        (good(sources=[{"type": "ftp", "include": ["docs/**/*"]}]), "sources[0]", ""),
+        ({"unknown_key": 1, **good()}, "unknown_key", "not permitted"),
+        (good(name="Bad Name!"), "name", "pattern"),
+        (good(name="other"), "name", "folder"),
     ],
 )
 def test_bad_manifest_is_refused_naming_file_and_field(
-    tmp_path: Path, text: str, field: str, fragment: str
+    tmp_path: Path, manifest: dict[str, Any], field: str, fragment: str
 ) -> None:
-    root = write_corpus(tmp_path, "x-corpus", {}, manifest=text)
+    root = write_corpus(tmp_path, "x-corpus", {}, manifest=manifest)
     with pytest.raises(ManifestError) as info:
         load_manifest(root / "corpus.toml")
     err = info.value

@@ -5,47 +5,48 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from bot.access import Role
-from bot.api import create_app
 from bot.auth import KeyStore
+from bot.http.app import create_app
+from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import free_port, make_service, serve_in_thread
+from tests.helpers import Bot, ask, free_port, make_bot, serve_in_thread
 
 
-def ask(client: TestClient, q: str, headers: dict[str, str] | None = None) -> Any:
-    return client.post("/v1/chat", json={"messages": [{"role": "user", "content": q}]},
-                       headers=headers or {})
+@dataclass(frozen=True)
+class Ops:
+    client: TestClient
+    bot: Bot
+    staff_key: str
+    admin_key: str
 
 
 @pytest.fixture(scope="module")
 def ops(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[dict[str, Any]]:
-    data = tmp_path_factory.mktemp("ops")
-    s, svc = make_service(bundled_store, data, e5=e5)
-    keys = KeyStore(s.keys_path)
-    creds = {
-        "staff": keys.create(Role.staff, "anna"),
-        "admin": keys.create(Role.staff, "ops-team", admin=True),
-    }
-    with TestClient(create_app(s, svc)) as client:
-        yield {"client": client, "svc": svc, "creds": creds, "settings": s}
+        ) -> Iterator[Ops]:
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("ops"), e5=e5)
+    keys = KeyStore(bot.settings.keys_path)
+    staff = keys.create(Role.staff, "anna")
+    admin = keys.create(Role.staff, "ops-team", admin=True)
+    with TestClient(create_app(bot.settings, bot.service)) as client:
+        yield Ops(client, bot, staff, admin)
 
 
-def limited_app(ops: dict[str, Any], **rates: str | None) -> TestClient:
-    s = ops["settings"].model_copy(deep=True)
+def limited_app(ops: Ops, **rates: str | None) -> TestClient:
+    s = ops.bot.settings.model_copy(deep=True)
     for k, v in rates.items():
         setattr(s.bot, k, v)
-    return TestClient(create_app(s, ops["svc"]))
+    return TestClient(create_app(s, ops.bot.service))
 
 
-def test_rate_limit_per_address_answers_429_with_retry_after(ops: dict[str, Any]) -> None:
+def test_rate_limit_per_address_answers_429_with_retry_after(ops: Ops) -> None:
     client = limited_app(ops, rate_per_address="3/minute", rate_per_key=None)
     codes = [client.get("/v1/corpora").status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
@@ -58,37 +59,36 @@ def test_rate_limit_per_address_answers_429_with_retry_after(ops: dict[str, Any]
     assert client.get("/readyz").status_code == 200
     # The 429 is audited like every other request.
     rid = r.headers["X-Request-ID"]
-    rec = ops["svc"].audit.get(rid)
+    rec = ops.bot.service.audit.get(rid)
     assert rec is not None and rec["status"] == 429
 
 
-def test_rate_limit_per_key_is_separate_from_the_address(ops: dict[str, Any]) -> None:
+def test_rate_limit_per_key_is_separate_from_the_address(ops: Ops) -> None:
     client = limited_app(ops, rate_per_address="2/minute", rate_per_key="4/minute")
-    staff = {"X-API-Key": ops["creds"]["staff"]}
+    staff = {"X-API-Key": ops.staff_key}
     assert [client.get("/v1/corpora", headers=staff).status_code for _ in range(5)] == [
         200, 200, 200, 200, 429]
     # The address (anonymous) still has its own budget, and another key its own.
     assert client.get("/v1/corpora").status_code == 200
-    admin = {"X-API-Key": ops["creds"]["admin"]}
+    admin = {"X-API-Key": ops.admin_key}
     assert client.get("/v1/corpora", headers=admin).status_code == 200
 
 
-def test_guessing_keys_counts_against_the_address(ops: dict[str, Any]) -> None:
+def test_guessing_keys_counts_against_the_address(ops: Ops) -> None:
     client = limited_app(ops, rate_per_address="3/minute", rate_per_key="100/minute")
     bad = {"X-API-Key": "gbg_not-a-key"}
     assert [client.get("/v1/corpora", headers=bad).status_code for _ in range(4)] == [
         401, 401, 401, 429]
 
 
-def test_forwarded_address_from_a_trusted_proxy_is_the_client(ops: dict[str, Any],
-                                                              tmp_path: Path) -> None:
+def test_forwarded_address_from_a_trusted_proxy_is_the_client(ops: Ops) -> None:
     """Behind the UI or a load balancer every request comes from one peer; uvicorn's proxy
     headers (trusted for GBG_BOT__FORWARDED_ALLOW_IPS) make each end user count separately."""
     import httpx
 
-    s = ops["settings"].model_copy(deep=True)
+    s = ops.bot.settings.model_copy(deep=True)
     s.bot.rate_per_address = "2/minute"
-    with serve_in_thread(create_app(s, ops["svc"]), proxy_headers=True,
+    with serve_in_thread(create_app(s, ops.bot.service), proxy_headers=True,
                          forwarded_allow_ips=s.bot.forwarded_allow_ips) as base:
         url = f"{base}/v1/corpora"
 
@@ -101,30 +101,30 @@ def test_forwarded_address_from_a_trusted_proxy_is_the_client(ops: dict[str, Any
 
 def test_bad_rate_setting_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="rate_per_key.*not a rate"):
-        Settings(_env_file=None, bot={"rate_per_key": "lots"})  # type: ignore[call-arg]
-    s = Settings(_env_file=None, bot={"rate_per_address": "off"})  # type: ignore[call-arg]
+        Settings(_env_file=None, bot={"rate_per_key": "lots"})
+    s = Settings(_env_file=None, bot={"rate_per_address": "off"})
     assert s.bot.rate_per_address is None
 
 
 def test_several_workers_need_a_chroma_server() -> None:
     with pytest.raises(ValueError, match="needs a Chroma server"):
-        Settings(_env_file=None, bot={"workers": 2})  # type: ignore[call-arg]
-    s = Settings(_env_file=None, bot={"workers": 2},  # type: ignore[call-arg]
+        Settings(_env_file=None, bot={"workers": 2})
+    s = Settings(_env_file=None, bot={"workers": 2},
                  chroma={"host": "chroma.internal"})
     assert s.bot.workers == 2
 
 
-def test_audit_view_needs_an_admin_key(ops: dict[str, Any]) -> None:
-    client = ops["client"]
+def test_audit_view_needs_an_admin_key(ops: Ops) -> None:
+    client = ops.client
     assert client.get("/v1/audit").status_code == 403
-    r = client.get("/v1/audit", headers={"X-API-Key": ops["creds"]["staff"]})
+    r = client.get("/v1/audit", headers={"X-API-Key": ops.staff_key})
     assert r.status_code == 403 and "admin" in r.json()["detail"]
     assert client.get("/v1/audit", headers={"X-API-Key": "gbg_wrong"}).status_code == 401
 
 
-def test_audit_view_filters_and_is_redacted(ops: dict[str, Any]) -> None:
-    client, admin = ops["client"], {"X-API-Key": ops["creds"]["admin"]}
-    staff = {"X-API-Key": ops["creds"]["staff"]}
+def test_audit_view_filters_and_is_redacted(ops: Ops) -> None:
+    client, admin = ops.client, {"X-API-Key": ops.admin_key}
+    staff = {"X-API-Key": ops.staff_key}
     public = ask(client, "Hur tar jag mig till Liseberg med spårvagn?")
     with_pnr = ask(client, "Min granne 19121212-1212 undrar hur man söker hemtjänst?")
     internal = ask(client, "Hur ofta ska handskar bytas vid basal hygien?", headers=staff)
@@ -166,7 +166,7 @@ def test_audit_view_filters_and_is_redacted(ops: dict[str, Any]) -> None:
 
 
 def test_no_chroma_server_gives_503_with_reason_within_the_timeout(tmp_path: Path) -> None:
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     s.data_dir = tmp_path
     s.chroma.host, s.chroma.port, s.chroma.timeout_s = "127.0.0.1", free_port(), 2.0
     s.bot.rate_per_address = None
@@ -195,7 +195,7 @@ def test_hung_chroma_at_start_gives_503_within_the_timeout(tmp_path: Path) -> No
     hung.bind(("127.0.0.1", 0))
     hung.listen(64)  # the kernel accepts into the backlog; nobody ever reads or answers
     try:
-        s = Settings(_env_file=None)  # type: ignore[call-arg]
+        s = Settings(_env_file=None)
         s.data_dir = tmp_path
         s.chroma.host, s.chroma.port = "127.0.0.1", hung.getsockname()[1]
         s.chroma.timeout_s = 1.5
@@ -210,7 +210,7 @@ def test_hung_chroma_at_start_gives_503_within_the_timeout(tmp_path: Path) -> No
         hung.close()
 
 
-def test_hung_rate_limit_store_lets_requests_through_quickly(ops: dict[str, Any]) -> None:
+def test_hung_rate_limit_store_lets_requests_through_quickly(ops: Ops) -> None:
     """A shared counter store (Redis) that hangs costs a request a fraction of a second and the
     request is served (a limit must not take the service down)."""
     import socket

@@ -14,7 +14,7 @@ import pytest
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source
 from bot.llm.registry import build_provider
 from gbg.settings import ProviderSettings
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port
 from tests.peers import OllamaPeer, OpenAIPeer
 
 CONTACT = "kontaktcenter 031-365 00 00"

@@ -34,7 +34,7 @@ from ingest.embedders import Embedder
 from ingest.manifest import discover_manifests
 from ingest.pipeline import ingest_all
 from ingest.store import ChromaStore
-from tests.conftest import CORPORA, PYTHON, REPO, free_port
+from tests.helpers import CORPORA, PYTHON, REPO, free_port, iter_sse
 from tests.peers import OllamaPeer
 from tests.servers import ChromaServer
 from tests.test_ingest import _cli, _env, assert_consistent
@@ -69,7 +69,7 @@ def small_corpus(root: Path) -> Path:
 
 
 def ingest_into(server: ChromaServer, root: Path, e5: Embedder) -> int:
-    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    s = Settings(_env_file=None)
     s.data_dir = root / "ingest-data"
     s.corpora_dir = small_corpus(root)
     s.chroma.host, s.chroma.port = "127.0.0.1", server.port
@@ -467,26 +467,23 @@ def drained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
                 "stream": True}
         with httpx.stream("POST", f"{bot.url}/v1/chat", json=body, timeout=60) as r:
             assert r.status_code == 200
-            kind = None
-            for line in r.iter_lines():
-                if line.startswith("event: "):
-                    kind = line[7:]
-                    kinds.append(kind)
-                    if kind == "token" and term_at is not None:
-                        tokens_after += 1
-                    if kind == "token" and term_at is None:
-                        bot.proc.send_signal(signal.SIGTERM)
-                        term_at = time.monotonic()
-                        time.sleep(1.0)  # let the server act on it
-                        try:
-                            late_answer = httpx.get(f"{bot.url}/healthz", timeout=3)
-                            late = f"answered {late_answer.status_code}"
-                        except httpx.ConnectError:
-                            late = "refused"
-                        except httpx.TimeoutException:
-                            late = "no answer"
-                elif line.startswith("data: ") and kind == "final":
-                    final = json.loads(line[6:])
+            for kind, data in iter_sse(r.iter_lines()):
+                kinds.append(kind)
+                if kind == "token" and term_at is not None:
+                    tokens_after += 1
+                if kind == "token" and term_at is None:
+                    bot.proc.send_signal(signal.SIGTERM)
+                    term_at = time.monotonic()
+                    time.sleep(1.0)  # let the server act on it
+                    try:
+                        late_answer = httpx.get(f"{bot.url}/healthz", timeout=3)
+                        late = f"answered {late_answer.status_code}"
+                    except httpx.ConnectError:
+                        late = "refused"
+                    except httpx.TimeoutException:
+                        late = "no answer"
+                elif kind == "final":
+                    final = data
         assert term_at is not None, kinds
         try:
             rc: int | None = bot.proc.wait(timeout=40)

@@ -8,17 +8,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from bot.api import create_app
+from bot.http.app import create_app
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import make_service
+from tests.helpers import make_bot
 
 
 @pytest.fixture(scope="module")
 def api_schema(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
                ) -> Any:
-    s, svc = make_service(bundled_store, tmp_path_factory.mktemp("schemathesis"), e5=e5)
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(s, svc))
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("schemathesis"), e5=e5)
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(bot.settings, bot.service))
 
 
 def test_no_server_errors(api_schema: Any) -> None:

@@ -4,32 +4,41 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bot.access import Role
-from bot.api import create_app
 from bot.auth import KeyStore
+from bot.http.app import create_app
+from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.conftest import REPO, free_port, make_service, serve_in_thread
+from tests.helpers import REPO, Bot, free_port, make_bot, serve_in_thread
 
 APP = str(REPO / "ui" / "app.py")
 
 
+@dataclass(frozen=True)
+class LiveBot:
+    bot: Bot
+    staff_key: str
+    admin_key: str
+
+
 @pytest.fixture(scope="module")
 def live_bot(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[dict[str, Any]]:
-    s, svc = make_service(bundled_store, tmp_path_factory.mktemp("ui"), e5=e5)
-    staff_key = KeyStore(s.keys_path).create(Role.staff, "ui-test")
-    admin_key = KeyStore(s.keys_path).create(Role.staff, "ui-admin", admin=True)
+             ) -> Iterator[LiveBot]:
+    """The bot on a loopback port, GBG_UI__BOT_URL pointing at it while the module runs."""
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("ui"), e5=e5)
+    staff_key = KeyStore(bot.settings.keys_path).create(Role.staff, "ui-test")
+    admin_key = KeyStore(bot.settings.keys_path).create(Role.staff, "ui-admin", admin=True)
     old = os.environ.get("GBG_UI__BOT_URL")
-    with serve_in_thread(create_app(s, svc)) as url:
+    with serve_in_thread(create_app(bot.settings, bot.service)) as url:
         os.environ["GBG_UI__BOT_URL"] = url
         try:
-            yield {"svc": svc, "staff_key": staff_key, "admin_key": admin_key}
+            yield LiveBot(bot, staff_key, admin_key)
         finally:
             if old is None:
                 os.environ.pop("GBG_UI__BOT_URL", None)
@@ -42,7 +51,8 @@ def texts(at: AppTest) -> str:
     return "\n".join(str(p) for p in parts)
 
 
-def test_chat_flow_with_sources_badge_and_ai_notice(live_bot: dict[str, Any]) -> None:
+@pytest.mark.usefixtures("live_bot")
+def test_chat_flow_with_sources_badge_and_ai_notice() -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
     assert "AI-assistent" in texts(at)
@@ -57,7 +67,8 @@ def test_chat_flow_with_sources_badge_and_ai_notice(live_bot: dict[str, Any]) ->
     assert not any(e.label.startswith("[") for e in at.expander)
 
 
-def test_english_ui_and_refusal_looks_different(live_bot: dict[str, Any]) -> None:
+@pytest.mark.usefixtures("live_bot")
+def test_english_ui_and_refusal_looks_different() -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.sidebar.radio(key="lang_choice").set_value("English").run()
     assert "AI assistant" in texts(at)
@@ -65,12 +76,12 @@ def test_english_ui_and_refusal_looks_different(live_bot: dict[str, Any]) -> Non
     assert at.warning and "contact" in at.warning[0].value.lower()
 
 
-def test_sign_in_and_out(live_bot: dict[str, Any]) -> None:
+def test_sign_in_and_out(live_bot: LiveBot) -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.sidebar.text_input(key="key_input").input("gbg_not_a_key")
     at.sidebar.button(key="sign_in").click().run()
     assert any("godtogs inte" in e.value for e in at.sidebar.error)
-    at.sidebar.text_input(key="key_input").input(live_bot["staff_key"])
+    at.sidebar.text_input(key="key_input").input(live_bot.staff_key)
     at.sidebar.button(key="sign_in").click().run()
     assert any("personal i hemtjänsten" in s.value for s in at.sidebar.success)
     assert at.session_state["role"] == "staff"
@@ -81,7 +92,7 @@ def test_sign_in_and_out(live_bot: dict[str, Any]) -> None:
     assert at.session_state["role"] == "public" and at.session_state["api_key"] is None
 
 
-def test_feedback_reaches_the_audit_store(live_bot: dict[str, Any]) -> None:
+def test_feedback_reaches_the_audit_store(live_bot: LiveBot) -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.chat_input[0].set_value("Var ligger Feskekôrka?").run()
     result = at.session_state["messages"][-1]["result"]
@@ -90,7 +101,7 @@ def test_feedback_reaches_the_audit_store(live_bot: dict[str, Any]) -> None:
     assert fb, "no feedback widget"
     at.session_state[f"fb_{rid}"] = 1
     at.run()
-    rec = live_bot["svc"].audit.get(rid)
+    rec = live_bot.bot.service.audit.get(rid)
     assert rec is not None and rec["feedback_rating"] == 1
 
 
@@ -105,10 +116,10 @@ def sign_in(at: AppTest, key: str) -> AppTest:
     return at.sidebar.button(key="sign_in").click().run()
 
 
-def test_audit_page_only_for_admins_with_filters(live_bot: dict[str, Any]) -> None:
+def test_audit_page_only_for_admins_with_filters(live_bot: LiveBot) -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert "Granskningslogg" not in at.sidebar.radio(key="page").options
-    sign_in(at, live_bot["staff_key"])
+    sign_in(at, live_bot.staff_key)
     assert "Granskningslogg" not in at.sidebar.radio(key="page").options  # staff, not admin
     at.sidebar.button(key="sign_out").click().run()
 
@@ -120,7 +131,7 @@ def test_audit_page_only_for_admins_with_filters(live_bot: dict[str, Any]) -> No
     assert result["refused"], result
     refused = result["request_id"]
 
-    sign_in(at, live_bot["admin_key"])
+    sign_in(at, live_bot.admin_key)
     assert any("administratör" in s.value for s in at.sidebar.success)
     at.sidebar.radio(key="page").set_value("Granskningslogg").run()
     assert not at.exception
@@ -140,8 +151,8 @@ def test_audit_page_only_for_admins_with_filters(live_bot: dict[str, Any]) -> No
     assert "Granskningslogg" not in at.sidebar.radio(key="page").options
 
 
-def test_evaluation_dashboard_reads_runs(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-                                         live_bot: dict[str, Any]) -> None:
+@pytest.mark.usefixtures("live_bot")
+def test_evaluation_dashboard_reads_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     for stamp, ndcg in (("20261101T000000Z", 0.81), ("20261102T000000Z", 0.86)):
@@ -159,7 +170,8 @@ def test_evaluation_dashboard_reads_runs(tmp_path: Any, monkeypatch: pytest.Monk
     assert any("20261102T000000Z" in h.value for h in at.subheader)
     latest = at.dataframe[0].value
     assert set(latest["config"]) == {"hybrid", "dense"}
-    assert abs(float(latest[latest["config"] == "hybrid"]["retrieval.ndcg@10"].iloc[0]) - 0.86) < 1e-9
+    hybrid = latest[latest["config"] == "hybrid"]
+    assert abs(float(hybrid["retrieval.ndcg@10"].iloc[0]) - 0.86) < 1e-9
     assert at.selectbox(key="eval_metric").value == "retrieval.ndcg@10"
 
 

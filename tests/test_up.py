@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gbg.settings import Settings
-from tests.conftest import CORPORA, PYTHON, REPO, free_port
+from tests.helpers import CORPORA, PYTHON, REPO, free_port
 
 pytestmark = pytest.mark.slow
 
