@@ -1,0 +1,459 @@
+"""Reading the retrieved sources, and the evidence for "do they answer this question?".
+
+``read`` cuts the top sources into candidate spans (sentences, list items and whole step lists
+with their heading), and scores each by what a reader would use: the e5 similarity of the span
+to the question (query vs passage roles), rarity-weighted overlap of stems and compound parts,
+and whether the span holds the kind of answer the question asks for (an amount for "what does it
+cost", a time for "when", a phone number for "how do I contact"). The extractive answerer quotes
+from the reading; ``evidence`` turns it (with the retrieval scores) into the inputs of the one
+calibrated decision in ``bot.policy``.
+
+The only side effect is the embedder call; its results and each reading are memoised, so the
+decision and the answerer share one reading per request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import sentencex
+from wordfreq import zipf_frequency
+
+from bot.overlap import stem_set, weighted_coverage
+from bot.retrieval.lexical import Decompounder, swedish_lexicon, words
+
+DATA = Path(__file__).resolve().parent / "data" / "answerability.json"
+
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s+")
+_HEADING = re.compile(r"^\s*#{1,6}\s+(.*)$")
+_LINK = re.compile(r"\[([^\]]+)\]\((https?://[^)\s]+|[^)\s]*)\)")
+_EMPH = re.compile(r"(\*\*|__)(.+?)\1|(?<![\w*])\*(?!\s)([^*\n]+?)(?<!\s)\*(?![\w*])")
+_CODE = re.compile(r"`([^`]*)`")
+
+# What kind of answer a question asks for, and what such an answer looks like in a text.
+_Q_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("cost", re.compile(r"\b(kostar|kostnad\w*|pris\w*|avgift\w*|betala\w*|cost\w*|price\w*|"
+                        r"fee|fees|how much|hur mycket|gratis|free)\b", re.I)),
+    ("duration", re.compile(r"\b(hur l[åa]ng tid|hur l[äa]nge|how long|tar det|takes?)\b", re.I)),
+    ("when", re.compile(r"\b(n[äa]r|vilken tid|vilka tider|[öo]ppet\w*|[öo]ppettid\w*|when|what "
+                        r"time|opening hours|open|vilken dag|vilket datum|datum)\b", re.I)),
+    ("contact", re.compile(r"\b(telefon\w*|nummer|numret|ringa?|mejl\w*|e-post\w*|mail\w*|"
+                           r"webbplats\w*|hemsida\w*|kontakta\w*|contact|phone|number|e-?mail|"
+                           r"website|call)\b", re.I)),
+    ("where", re.compile(r"\b(var|vart|varifr[åa]n|where|vilken adress|address|h[åa]llplats\w*|"
+                         r"which stop)\b", re.I)),
+    ("who", re.compile(r"\b(vem|vilka|who|whom|vad heter)\b", re.I)),
+    ("number", re.compile(r"\b(hur m[åa]nga|how many|vilken (?:buss|sp[åa]rvagn|linje)|"
+                          r"which (?:bus|tram|line))\b", re.I)),
+)
+_YESNO = re.compile(r"^\s*(kan|f[åa]r|m[åa]ste|ska|skall|beh[öo]ver|[äa]r|finns|r[äa]cker|har|"
+                    r"g[åa]r|g[äa]ller|can|may|must|do|does|is|are|should|will|am|need)\b", re.I)
+_HOWTO = re.compile(r"\b(hur (?:g[öo]r|ska|ans[öo]ker|anm[äa]ler|f[åa]r)|vad (?:g[öo]r|ska)|"
+                    r"vad g[äa]ller|rutin\w*|how (?:do|should|can)|what (?:do|should)|steps?)\b",
+                    re.I)
+_A_TYPES: dict[str, re.Pattern[str]] = {
+    "cost": re.compile(r"(\d[\d\s]*(?:kr|kronor|sek|:-|euro|€)|\b(pris\w*|avgift\w*|kostar|"
+                       r"kostnad\w*|gratis|avgiftsfri\w*|price\w*|cost\w*|fee|free|charge\w*|"
+                       r"betala\w*|pay)\b)", re.I),
+    "duration": re.compile(r"\b(\d+|en|ett|tv[åa]|tre|fyra|fem|sex|ett par|one|two|three|four|five|"
+                           r"a few|half an?|an?)\s*(minut\w*|min|timm\w*|tim|dag\w*|dygn|veck\w*|"
+                           r"m[åa]nad\w*|[åa]r|minutes?|hours?|days?|weeks?|months?|years?)\b",
+                           re.I),
+    "when": re.compile(r"(\b\d{1,2}[.:]\d{2}\b|\b(m[åa]ndag|tisdag|onsdag|torsdag|fredag|l[öo]rdag|"
+                       r"s[öo]ndag|vardag|helg|monday|tuesday|wednesday|thursday|friday|saturday|"
+                       r"sunday|weekday|weekend|januari|februari|mars|april|maj|juni|juli|augusti|"
+                       r"september|oktober|november|december|january|february|march|may|june|"
+                       r"july|august|october|dygnet runt|klockan|kl|[åa]rligen|varje|every|daily|"
+                       r"sommar|vinter|summer|winter|season|s[äa]song)\w*\b|\b(1[89]|20)\d\d\b)",
+                       re.I),
+    "contact": re.compile(r"(\b0\d{1,3}[- ]?\d{2,3}[ -]?\d{2}[ -]?\d{2}\b|\+46|\b1177\b|\b112\b|"
+                          r"\b114 14\b|@|https?://|www\.|\b[\w-]+\.(?:se|com|nu|org)\b|"
+                          r"\b(telefon|ring|call|phone|e-post|mejl|email)\w*)", re.I),
+    "where": re.compile(r"(\b[A-ZÅÄÖ][\wåäöé-]+(?:gatan|vägen|torget|platsen|plan|bron|piren|"
+                        r"terminalen|stationen)\b|\b(vid|på|i|från|till|at|near|from|in|on)\s+"
+                        r"[A-ZÅÄÖ][\wåäöé-]+)"),
+    "who": re.compile(r"\b[A-ZÅÄÖ][a-zåäöé]+ [A-ZÅÄÖ][a-zåäöé]+\b|\b(chef|sjuksköterska\w*|"
+                      r"handläggare|nurse|manager)\b"),
+    "number": re.compile(r"\b\d+\b"),
+    "yesno": re.compile(r"\b(inte|aldrig|ej|f[åa]r|ska|m[åa]ste|beh[öo]ver|till[åa]t\w*|"
+                        r"f[öo]rbju\w*|bara|endast|only|not|never|must|may|allowed|forbidden|"
+                        r"permitted|no)\b", re.I),
+}
+# A sentence that continues the one before it ("Ring då 112.") belongs to the same passage.
+_CONTINUES = re.compile(r"^(då|därefter|sedan|annars|det|detta|den|dessa|hen|han|hon|"
+                        r"ring då|then|otherwise|this|that|it|they|if not|om inte)\b", re.I)
+
+SEM_FLOOR, SEM_RANGE = 0.76, 0.14  # e5-small cosines live in a narrow band
+
+
+class Embeds(Protocol):
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """What the reader needs of a source: its number, language, heading path and text."""
+
+    n: int
+    text: str
+    lang: str = "sv"
+    section: str = ""
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Span:
+    src: int  # index into the sources
+    n: int  # the source's citation number
+    text: str  # clean text, no Markdown
+    kind: str  # "sentence", "item", "list" or "steps" (a numbered list)
+    block: int  # which block (paragraph or list) of the source
+    pos: int  # order within the source
+    heading: str = ""
+    items: tuple[str, ...] = ()  # a list's items, in order
+
+
+@dataclass(frozen=True)
+class ScoredSpan:
+    span: Span
+    sem: float
+    lex: float
+    typed: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Reading:
+    question: str
+    qtype: str
+    spans: tuple[ScoredSpan, ...]  # best first
+    lists: dict[tuple[int, int], Span] = field(default_factory=dict)
+    all_spans: tuple[ScoredSpan, ...] = ()  # in source order
+
+    @property
+    def best(self) -> ScoredSpan | None:
+        return self.spans[0] if self.spans else None
+
+
+def clean(text: str) -> str:
+    """Markdown emphasis, code and link syntax rendered as plain text."""
+    text = _LINK.sub(lambda m: m.group(1) + (f" ({m.group(2)})" if m.group(2).startswith(
+        "http") and m.group(2) not in m.group(1) else ""), text)
+    for _ in range(2):
+        text = _EMPH.sub(lambda m: m.group(2) or m.group(3) or "", text)
+    text = _CODE.sub(r"\1", text)
+    return re.sub(r"(?m)^\s*#{1,6}\s+", "", text).replace("**", "").replace("__", "")
+
+
+def question_type(question: str) -> str:
+    for name, pat in _Q_TYPES:
+        if pat.search(question):
+            return name
+    if _HOWTO.search(question):
+        return "howto"
+    if _YESNO.search(question) or question.rstrip().endswith(" eller?"):
+        return "yesno"
+    return "other"
+
+
+def type_match(qtype: str, text: str) -> float:
+    pat = _A_TYPES.get(qtype)
+    if pat is None:
+        return 0.5 if qtype == "howto" and _BULLET.search(text) else 0.0
+    return 1.0 if pat.search(text) else 0.0
+
+
+@lru_cache(maxsize=1)
+def _decompounder() -> Decompounder:
+    return Decompounder(swedish_lexicon())
+
+
+def _sentences(block: str, lang: str) -> list[str]:
+    out = []
+    for s in sentencex.segment(lang if lang in ("sv", "en") else "sv", block):
+        s = s.strip()
+        if len(s) >= 8 and re.search(r"\w{2}", s):
+            out.append(s)
+    return out
+
+
+def _local_heading(section: str) -> str:
+    return section.split(">")[-1].strip() if section else ""
+
+
+def spans_of(src: SourceText, idx: int) -> tuple[list[Span], dict[tuple[int, int], Span]]:
+    """The candidate spans of one source, in order, and its step lists by block."""
+    spans: list[Span] = []
+    lists: dict[tuple[int, int], Span] = {}
+    heading = _local_heading(src.section)
+    pos = 0
+    blocks = re.split(r"\n\s*\n", src.text)
+    for b, raw in enumerate(blocks):
+        lines = [ln for ln in raw.splitlines() if ln.strip()]
+        if not lines:
+            continue
+        m = _HEADING.match(lines[0])
+        if m:
+            heading = clean(m.group(1)).strip()
+            lines = lines[1:]
+        items = [clean(_BULLET.sub("", ln)).strip() for ln in lines if _BULLET.match(ln)]
+        if len(items) >= 2 and len(items) >= len(lines) - 1:
+            intro = [clean(ln).strip() for ln in lines if not _BULLET.match(ln)]
+            for it in items:
+                spans.append(Span(idx, src.n, it, "item", b, pos, heading))
+                pos += 1
+            kind = "steps" if all(_NUMBERED.match(ln) for ln in lines if _BULLET.match(ln)) \
+                else "list"
+            lists[(idx, b)] = Span(idx, src.n, " ".join([*intro, *items]), kind, b, pos,
+                                   heading, (*intro, *items))
+            continue
+        body = " ".join(clean(_BULLET.sub("", ln)).strip() for ln in lines)
+        for s in _sentences(body, src.lang):
+            spans.append(Span(idx, src.n, s, "sentence", b, pos, heading))
+            pos += 1
+    return spans, lists
+
+
+class _Memo:
+    """Small thread-safe LRU maps for span vectors and readings."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[Any, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self.lock:
+            v = self.data.get(key)
+            if v is not None:
+                self.data.move_to_end(key)
+            return v
+
+    def put(self, key: Any, value: Any) -> None:
+        with self.lock:
+            self.data[key] = value
+            self.data.move_to_end(key)
+            while len(self.data) > self.size:
+                self.data.popitem(last=False)
+
+
+_VECTORS = _Memo(20_000)
+_READINGS = _Memo(512)
+
+
+def _similarities(embedder: Embeds, question: str, texts: list[str]) -> list[float]:
+    qkey = ("q", question)
+    qv = _VECTORS.get(qkey)
+    if qv is None:
+        qv = np.asarray(embedder.embed_queries([question])[0], dtype=np.float32)
+        _VECTORS.put(qkey, qv)
+    missing = [t for t in dict.fromkeys(texts) if _VECTORS.get(("p", t)) is None]
+    if missing:
+        for t, v in zip(missing, embedder.embed_passages(missing), strict=True):
+            _VECTORS.put(("p", t), np.asarray(v, dtype=np.float32))
+    out = []
+    for t in texts:
+        pv = _VECTORS.get(("p", t))
+        if pv is None:  # evicted meanwhile by another thread's batch
+            pv = np.asarray(embedder.embed_passages([t])[0], dtype=np.float32)
+        denom = float(np.linalg.norm(qv) * np.linalg.norm(pv)) or 1.0
+        out.append(float(np.dot(qv, pv)) / denom)
+    return out
+
+
+def _lexical(question: str, span: Span, lang: str) -> float:
+    have = stem_set(f"{span.heading} {span.text}", _decompounder())
+    return weighted_coverage(question, have, lang if lang in ("sv", "en") else "sv")
+
+
+def _combine(sem: float, lex: float, typed: float, qtype: str, span: Span) -> float:
+    semn = min(1.0, max(0.0, (sem - SEM_FLOOR) / SEM_RANGE)) if sem else 0.0
+    typed_w = 0.0 if qtype in ("other", "yesno", "howto") else 0.2
+    score = 0.45 * semn + 0.4 * lex + typed_w * typed
+    score *= 1.0 / (1 + 0.04 * span.src)  # trust retrieval's order a little
+    return score if len(words(span.text)) >= 2 else score * 0.5
+
+
+SEM_CANDIDATES = 6  # spans whose e5 similarity is computed (the lexically best)
+
+
+def read(question: str, sources: Sequence[SourceText], lang: str = "sv",
+         embedder: Embeds | None = None) -> Reading:
+    """The scored spans of the sources for the question (memoised per question and sources;
+    a reading made with an embedder is preferred to one made without)."""
+    key = (question, tuple((s.n, s.text) for s in sources))
+    hit = _READINGS.get(key)
+    if hit is not None and (embedder is None or hit[1]):
+        return hit[0]  # type: ignore[no-any-return]
+    reading = _read(question, sources, lang, embedder)
+    _READINGS.put(key, (reading, embedder is not None))
+    return reading
+
+
+def _read(question: str, sources: Sequence[SourceText], lang: str,
+          embedder: Embeds | None) -> Reading:
+    qtype = question_type(question)
+    spans: list[Span] = []
+    lists: dict[tuple[int, int], Span] = {}
+    for i, src in enumerate(sources):
+        s, ls = spans_of(src, i)
+        spans.extend(s)
+        lists.update(ls)
+    lang_of = {i: s.lang for i, s in enumerate(sources)}
+    lex = [_lexical(question, sp, lang) for sp in spans]
+    typed = [type_match(qtype, sp.text) for sp in spans]
+    sem = [0.0] * len(spans)
+    if embedder is not None and spans:
+        order = sorted(range(len(spans)), key=lambda i: -(lex[i] + 0.3 * typed[i] - 0.02 * i))
+        pick = order[:SEM_CANDIDATES]
+        for i, v in zip(pick, _similarities(embedder, question, [spans[i].text for i in pick]),
+                        strict=True):
+            sem[i] = v
+    scored = [
+        ScoredSpan(sp, sem[i], lex[i], typed[i], _combine(sem[i], lex[i], typed[i], qtype, sp)
+                   * (1.0 if lang_of[sp.src] == lang else 0.97))
+        for i, sp in enumerate(spans)
+    ]
+    best = sorted(scored, key=lambda x: (-x.score, x.span.src, x.span.pos))
+    return Reading(question, qtype, tuple(best), lists, tuple(scored))
+
+
+# --- evidence for the decision --------------------------------------------------------------
+
+FEATURES: tuple[str, ...] = (
+    "span_sem", "span_lex", "span_type", "span_score", "top3_span_score",
+    "coverage", "dense_top", "dense_gap", "bm25_top", "agreement", "same_lang", "typed_q",
+    "strict_type", "missing_rare",
+)
+# What a specific answer looks like, stricter than the answerer's cue words: an amount, not
+# the word "price".
+_STRICT: dict[str, re.Pattern[str]] = {
+    "cost": re.compile(r"\d[\d\s]*(?:kr\b|kronor|sek\b|:-|euro|€)|\b(gratis|kostnadsfri\w*|"
+                       r"avgiftsfri\w*|free of charge|costs nothing|kostar inget)\b", re.I),
+    "duration": _A_TYPES["duration"],
+    "when": re.compile(r"\b\d{1,2}[.:]\d{2}\b|\b(m[åa]ndag|tisdag|onsdag|torsdag|fredag|l[öo]rdag|"
+                       r"s[öo]ndag|vardagar|helger|monday|tuesday|wednesday|thursday|friday|"
+                       r"saturday|sunday|weekdays|weekends|dygnet runt|around the clock)\w*\b|"
+                       r"\b\d{1,2} (januari|februari|mars|april|maj|juni|juli|augusti|september|"
+                       r"oktober|november|december)|\b(1[89]|20)\d\d\b", re.I),
+    "contact": re.compile(r"\b0\d{1,3}[- ]?\d{2,3}[ -]?\d{2}[ -]?\d{2}\b|\+46|\b1177\b|\b112\b|"
+                          r"\b114 14\b|[\w.-]+@[\w-]+\.\w+|https?://|www\.|\b[\w-]+\.(?:se|com)\b",
+                          re.I),
+    "where": _A_TYPES["where"],
+    "who": re.compile(r"\b[A-ZÅÄÖ][a-zåäöé]+ [A-ZÅÄÖ][a-zåäöé]+\b"),
+    "number": _A_TYPES["number"],
+}
+
+
+def strict_type(qtype: str, spans: Sequence[ScoredSpan]) -> float:
+    pat = _STRICT.get(qtype)
+    if pat is None:
+        return 0.5
+    return 1.0 if any(pat.search(s.span.text) for s in spans) else 0.0
+
+
+def missing_rare(question: str, text: str, lang: str) -> float:
+    """How rare (0..1) the rarest question word is that ``text`` lacks: "hund" missing from a
+    text about trams says more than a missing "ta"."""
+    have = stem_set(text, _decompounder())
+    worst = 0.0
+    for w in words(question):
+        if len(w) <= 2 or w.isdigit():
+            continue
+        if weighted_coverage(w, have, lang if lang in ("sv", "en") else "sv") < 1.0:
+            worst = max(worst, (7.0 - zipf_frequency(w, lang if lang in ("sv", "en") else "sv"))
+                        / 7.0)
+    return min(1.0, worst)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The inputs of the "do the sources answer this?" decision, each in a small range."""
+
+    values: dict[str, float]
+
+    def vector(self, names: Sequence[str] = FEATURES) -> list[float]:
+        return [self.values[n] for n in names]
+
+
+@dataclass(frozen=True)
+class HitScores:
+    """What the decision uses of a retrieved chunk."""
+
+    doc: str
+    dense: float | None
+    bm25: float | None
+    lang: str
+
+
+def evidence(reading: Reading, hits: Sequence[HitScores], coverage: float,
+             lang: str) -> Evidence:
+    best = reading.best
+    top = reading.spans[:3]
+    dense = sorted((h.dense for h in hits if h.dense is not None), reverse=True)
+    bm25 = max((h.bm25 for h in hits if h.bm25 is not None), default=0.0)
+    docs = [h.doc for h in hits[:3]]
+    best_doc = hits[best.span.src].doc if best and best.span.src < len(hits) else ""
+    best_text = " ".join(f"{x.span.heading} {x.span.text}" for x in reading.all_spans
+                         if best and x.span.src == best.span.src)
+    values = {
+        "span_sem": max((s.sem for s in reading.spans), default=0.0),
+        "span_lex": max((s.lex for s in reading.spans), default=0.0),
+        "span_type": best.typed if best else 0.0,
+        "span_score": best.score if best else 0.0,
+        "top3_span_score": float(np.mean([s.score for s in top])) if top else 0.0,
+        "coverage": coverage,
+        "dense_top": dense[0] if dense else 0.0,
+        "dense_gap": (dense[0] - dense[min(2, len(dense) - 1)]) if dense else 0.0,
+        "bm25_top": math.log1p(max(bm25, 0.0)),
+        "agreement": (sum(d == best_doc for d in docs) / len(docs)) if docs else 0.0,
+        "same_lang": 1.0 if any(h.lang == lang for h in hits[:3]) else 0.0,
+        "typed_q": 0.0 if reading.qtype in ("other", "yesno", "howto") else 1.0,
+        "strict_type": strict_type(reading.qtype, reading.spans[:3]),
+        "missing_rare": missing_rare(reading.question, best_text, lang),
+    }
+    return Evidence(values)
+
+
+# --- the calibrated model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerabilityModel:
+    """A logistic regression over standardised evidence, fitted by eval/fit_answerability.py."""
+
+    features: tuple[str, ...]
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    threshold: float = 0.5
+
+    def probability(self, ev: Evidence) -> float:
+        z = self.intercept
+        for name, m, s, c in zip(self.features, self.mean, self.scale, self.coef, strict=True):
+            z += c * (ev.values.get(name, 0.0) - m) / (s or 1.0)
+        return 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, z))))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AnswerabilityModel:
+        return cls(tuple(d["features"]), tuple(d["mean"]), tuple(d["scale"]), tuple(d["coef"]),
+                   float(d["intercept"]), float(d.get("threshold", 0.5)))
+
+
+@lru_cache(maxsize=4)
+def load_model(path: Path = DATA) -> AnswerabilityModel:
+    return AnswerabilityModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
