@@ -21,6 +21,7 @@ class SquadQuestion:
     question: str
     answers: tuple[str, ...]
     impossible: bool
+    article: str = ""
 
 
 def load_squad(data: Path, work: Path) -> tuple[RetrievalDataset, list[SquadQuestion]]:
@@ -40,7 +41,7 @@ def load_squad(data: Path, work: Path) -> tuple[RetrievalDataset, list[SquadQues
                 for qa in para["qas"]:
                     questions.append(SquadQuestion(
                         qa["id"], qa["question"], tuple(a["text"] for a in qa.get("answers", [])),
-                        bool(qa.get("is_impossible"))))
+                        bool(qa.get("is_impossible")), art["title"]))
     text = "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
     if not corpus.is_file() or corpus.read_text(encoding="utf-8") != text:
         corpus.write_text(text, encoding="utf-8")
@@ -48,6 +49,15 @@ def load_squad(data: Path, work: Path) -> tuple[RetrievalDataset, list[SquadQues
                                                   for q in questions],
                           "SQuAD 2.0 (CC BY-SA 4.0), Swedish translation (Apache-2.0)")
     return ds, questions
+
+
+def by_part(questions: list[SquadQuestion], check_articles: set[str]
+            ) -> dict[str, list[SquadQuestion]]:
+    """The questions of the check articles (never used to fit or tune) and of the others."""
+    return {
+        "check": [q for q in questions if q.article in check_articles],
+        "fit": [q for q in questions if q.article not in check_articles],
+    }
 
 
 def balanced(questions: list[SquadQuestion], n: int) -> list[SquadQuestion]:

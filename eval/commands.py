@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 from bot.audit import AuditStore
 from bot.retrieval.retriever import HybridRetriever
 from bot.wiring import build_service
-from eval.answer import balanced, evaluate_answers, load_squad
+from eval.answer import balanced, by_part, evaluate_answers, load_squad
 from eval.datasets import RetrievalDataset, load_retrieval_dataset
 from eval.report import write_reports
 from eval.retrieval import (
@@ -61,14 +62,28 @@ def retrieval_eval(settings: Settings, dataset: str, data: Path, split: str | No
     return payload, write_report(reports_dir, payload), ds
 
 
+def _materialise(s: Settings, ds: RetrievalDataset) -> None:
+    """Ingest refuses a link out of the corpus folder (hostile-ingest rule): give the
+    evaluation store a copy of the dataset file instead."""
+    link = s.corpora_dir / ds.name / "docs" / "corpus.jsonl"
+    if link.is_symlink():
+        link.unlink()
+        shutil.copyfile(ds.corpus_path, link)
+
+
 def answer_eval(base: Settings, data: Path, providers: list[str], limit: int,
                 model_path: Path | None, progress: Progress) -> dict[str, dict[str, float]]:
-    """Refusal and gold-span rates on SQuAD v2 (sv), per provider."""
+    """Refusal and gold-span rates on SQuAD v2 (sv), per provider and per part: the check
+    articles (never seen by eval/fit_answerability.py) and the fit articles, reported apart."""
+    from eval.fit_answerability import squad_check_articles
+
     ds, questions = load_squad(data, base.data_dir / "eval" / "squad-src")
     s = dataset_settings(base, ds)
+    _materialise(s, ds)
     emb = get_embedder(s.embedder)
     build_store(s, emb)
-    qs = balanced(questions, limit)
+    check = set(squad_check_articles(sorted({q.article for q in questions})))
+    parts = {name: balanced(qs, limit) for name, qs in by_part(questions, check).items()}
     rows = {}
     for name in providers:
         cfg = s.model_copy(deep=True)
@@ -79,7 +94,9 @@ def answer_eval(base: Settings, data: Path, providers: list[str], limit: int,
         else:
             cfg.llm.providers = {"extractive": ProviderSettings(kind="extractive")}
         svc = build_service(cfg, embedder=emb, audit=AuditStore("sqlite://"))
-        rows[name] = evaluate_answers(svc, qs, progress(name, len(qs)))
+        for part, qs in parts.items():
+            rows[f"{name} ({part})"] = evaluate_answers(svc, qs, progress(f"{name} {part}",
+                                                                          len(qs)))
     return rows
 
 
@@ -103,4 +120,39 @@ def gold_eval(base: Settings, configs: list[Path] | None, limit: int | None, rep
         runs[cfg.name] = run_suites(svc, gold, redteam, step)
     meta = {"gold_items": len(gold), "redteam_items": len(redteam),
             "provider": ",".join(base.llm.providers)}
-    return write_reports(reports_dir, runs, meta)
+    written = write_reports(reports_dir, runs, meta)
+    with written["md"].open("a", encoding="utf-8") as fh:
+        fh.write(slice_table(runs))
+    return written
+
+
+SLICES = ("all", "fit", "check", "public.fit", "public.check", "staff.fit", "staff.check",
+          "staff_procedures.fit", "staff_procedures.check", "other_lang.fit", "other_lang.check")
+
+
+def slice_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Answer and refusal figures per audience and part (check: never used to fit or tune;
+    other_lang: the 12 other languages, reported for issue 16 and not gated yet)."""
+    cols = ("answerable_answered", "all_facts", "fact_recall", "unanswerable_refused")
+    out = []
+    for name, r in runs.items():
+        out += ["", f"## {name}: answers and refusals per audience and part", "",
+                "| slice | answerable | answered | all facts | fact recall | unanswerable | "
+                "refused |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for sl in SLICES:
+            pre = "" if sl == "all" else f"{sl}."
+            ref, ans = r.get("refusal", {}), r.get("answer", {})
+            if f"{pre}answerable" not in ref:
+                continue
+            vals = [ref.get(pre + cols[0]), ans.get(pre + cols[1]), ans.get(pre + cols[2])]
+            out.append(f"| {sl} | {ref[pre + 'answerable']} | "
+                       + " | ".join(_fmt(v) for v in vals)
+                       + f" | {ref[pre + 'unanswerable']} | {_fmt(ref.get(pre + cols[3]))} |")
+        out.append(f"\nraw Markdown in answers: {r.get('answer', {}).get('raw_markdown')}; "
+                   f"citations repeating a document: "
+                   f"{r.get('answer', {}).get('duplicate_citations')}\n")
+    return "\n".join(out) + "\n"
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)

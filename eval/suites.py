@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,17 @@ class GoldItem:
     answerable: bool
     gold_sources: tuple[str, ...]
     facts: tuple[str, ...]
+    split: str = "fit"  # "check": its main document was never used to fit or tune anything
+    audience: str = "public"
+
+    @property
+    def group(self) -> str:
+        """Which figures the item counts towards: other languages apart (issue 16)."""
+        return "sv_en" if self.lang in ("sv", "en") else "other_lang"
+
+    @property
+    def staff_procedure(self) -> bool:
+        return self.answerable and self.id.startswith("hem-5")
 
 
 @dataclass
@@ -55,16 +67,32 @@ class EvalConfig:
     degrade: str | None = None  # "random": retrieval returns random chunks (gate self-test)
 
 
+GOLD_FILES = ("gold.jsonl", "gold_extra.jsonl")
+SPLIT_PATH = EVAL_DIR / "datasets" / "answerability_split.json"
+
+
 def load_gold(path: Path | None = None) -> list[GoldItem]:
-    path = path or EVAL_DIR / "datasets" / "gold.jsonl"
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            r = json.loads(line)
-            out.append(GoldItem(r["id"], r["question"], r["lang"], r["corpus"], r["role"],
-                                bool(r["answerable"]), tuple(r["gold_sources"]),
-                                tuple(r["facts"])))
-    return out
+    """The gold set: ``path``, or gold.jsonl and gold_extra.jsonl. A line without a split
+    takes the one eval/fit_answerability.py recorded (or derives it the same way)."""
+    paths = [path] if path else [EVAL_DIR / "datasets" / f for f in GOLD_FILES]
+    rows = [json.loads(line) for p in paths
+            for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    splits = _splits(rows)
+    return [GoldItem(r["id"], r["question"], r["lang"], r["corpus"], r["role"],
+                     bool(r["answerable"]), tuple(r["gold_sources"]), tuple(r["facts"]),
+                     r.get("split") or splits.get(r["id"], "fit"),
+                     r.get("audience") or ("staff" if r["role"] != "public" else "public"))
+            for r in rows]
+
+
+def _splits(rows: list[dict[str, Any]]) -> dict[str, str]:
+    if SPLIT_PATH.is_file():
+        recorded: dict[str, str] = json.loads(SPLIT_PATH.read_text(encoding="utf-8"))["gold"]
+        if all(r["id"] in recorded for r in rows if "split" not in r):
+            return recorded
+    from eval.fit_answerability import gold_split
+
+    return gold_split(rows)
 
 
 def load_config(path: Path) -> EvalConfig:
@@ -106,6 +134,118 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+_RAW_MARKDOWN = re.compile(r"(?m)\*\*|__|\[[^\]]+\]\([^)]*\)|^#{1,6} |`")
+
+
+@dataclass
+class Tally:
+    """Answer and refusal counts of one slice of the gold set (an audience, a part, ...)."""
+
+    answerable: int = 0
+    answered: int = 0
+    unanswerable: int = 0
+    refused_unanswerable: int = 0
+    facts_found: int = 0
+    facts_total: int = 0
+    all_facts: int = 0
+
+    def add(self, item: GoldItem, result: ChatResult) -> None:
+        if not item.answerable:
+            self.unanswerable += 1
+            self.refused_unanswerable += result.refused
+            return
+        self.answerable += 1
+        if result.refused:
+            return
+        self.answered += 1
+        found = sum(_contains(result.answer, f) for f in item.facts)
+        self.facts_found += found
+        self.facts_total += len(item.facts)
+        self.all_facts += found == len(item.facts)
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "answerable": self.answerable,
+            "unanswerable": self.unanswerable,
+            "answerable_answered": _ratio(self.answered, self.answerable),
+            "unanswerable_refused": _ratio(self.refused_unanswerable, self.unanswerable),
+            "fact_recall": _ratio(self.facts_found, self.facts_total),
+            "all_facts": _ratio(self.all_facts, self.answered),
+        }
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def slices(item: GoldItem) -> list[str]:
+    """The slices an item is counted in: Swedish and English lines per audience and part, the
+    staff procedure questions, and the other languages on their own (not gated yet)."""
+    if item.group == "other_lang":
+        return ["other_lang", f"other_lang.{item.split}"]
+    out = ["all", item.split, item.audience, f"{item.audience}.{item.split}"]
+    if item.staff_procedure:
+        out += ["staff_procedures", f"staff_procedures.{item.split}"]
+    return out
+
+
+def _slice_figures(tallies: dict[str, Tally]) -> tuple[dict[str, float], dict[str, float]]:
+    answer: dict[str, float] = {}
+    refusal: dict[str, float] = {}
+    for name, t in sorted(tallies.items()):
+        f = t.figures()
+        prefix = "" if name == "all" else f"{name}."
+        for k in ("fact_recall", "all_facts"):
+            answer[prefix + k] = f[k]
+        for k in ("answerable", "unanswerable", "answerable_answered", "unanswerable_refused"):
+            refusal[prefix + k] = f[k]
+    return answer, refusal
+
+
+def answer_quality(result: ChatResult) -> tuple[int, int]:
+    """(raw Markdown in the answer, citations pointing to a document already cited)."""
+    docs = [(c.corpus, c.source) for c in result.citations]
+    return int(bool(_RAW_MARKDOWN.search(result.answer))), len(docs) - len(set(docs))
+
+
+@dataclass
+class AnswerRun:
+    """Everything the answer and refusal suites count over the gold set."""
+
+    tallies: dict[str, Tally] = field(default_factory=dict)
+    cited_ok: int = 0
+    cited_total: int = 0
+    supported_sents: int = 0
+    total_sents: int = 0
+    raw_markdown: int = 0
+    duplicate_docs: int = 0
+
+    def add(self, service: ChatService, item: GoldItem, result: ChatResult) -> None:
+        for name in slices(item):
+            self.tallies.setdefault(name, Tally()).add(item, result)
+        md, dup = answer_quality(result)
+        self.raw_markdown += md
+        self.duplicate_docs += dup
+        if item.answerable and not result.refused and item.group == "sv_en":
+            v = service.verifier.verify(result.answer, _sources(service, result))
+            self.cited_total += 1
+            self.cited_ok += v.grounded
+            self.total_sents += len(v.checks)
+            self.supported_sents += sum(c.supported for c in v.checks)
+
+    def suites(self) -> tuple[dict[str, float], dict[str, float]]:
+        answer_slices, refusal_slices = _slice_figures(self.tallies)
+        answer = {
+            "n": self.tallies.get("all", Tally()).answered,
+            **answer_slices,
+            "citation_valid": _ratio(self.cited_ok, self.cited_total),
+            "faithfulness": _ratio(self.supported_sents, self.total_sents),
+            "raw_markdown": self.raw_markdown,
+            "duplicate_citations": self.duplicate_docs,
+        }
+        return answer, refusal_slices
+
+
 def run_suites(
     service: ChatService,
     gold: list[GoldItem],
@@ -114,41 +254,27 @@ def run_suites(
 ) -> dict[str, Any]:
     retriever = service.retriever
     ret_runs: list[tuple[list[str], set[str]]] = []
-    facts_found = facts_total = 0
-    cited_ok = cited_total = 0
-    supported_sents = total_sents = 0
-    answered = answerable = refused_unans = unanswerable = 0
-    stage: dict[str, list[float]] = {"retrieve": [], "generate": [], "verify": [], "end_to_end": []}
+    run = AnswerRun()
+    stage: dict[str, list[float]] = {"retrieve": [], "decide": [], "generate": [], "verify": [],
+                                     "end_to_end": []}
     per_item: list[dict[str, Any]] = []
     for item in gold:
         role = Role(item.role)
-        if item.answerable:
+        if item.answerable and item.group == "sv_en":
             hits = retriever.retrieve(item.question, role, RetrievalOptions(k=10))
             ranked = dedupe(h.source for h in hits)
             ret_runs.append((ranked, set(item.gold_sources)))
         result = service.answer(ChatRequest([Message("user", item.question)], role=role))
         stage["end_to_end"].append(result.latency_ms)
-        for k in ("retrieve", "generate", "verify"):
+        for k in ("retrieve", "decide", "generate", "verify"):
             if k in result.stages_ms:
                 stage[k].append(result.stages_ms[k])
-        if item.answerable:
-            answerable += 1
-            if not result.refused:
-                answered += 1
-                found = sum(_contains(result.answer, f) for f in item.facts)
-                facts_found += found
-                facts_total += len(item.facts)
-                v = service.verifier.verify(result.answer, _sources(service, result))
-                cited_total += 1
-                cited_ok += v.grounded
-                total_sents += len(v.checks)
-                supported_sents += sum(c.supported for c in v.checks)
-        else:
-            unanswerable += 1
-            refused_unans += result.refused
-        per_item.append({"id": item.id, "refused": result.refused, "provider": result.provider})
+        run.add(service, item, result)
+        per_item.append({"id": item.id, "refused": result.refused, "provider": result.provider,
+                         "split": item.split, "audience": item.audience})
         if on_step:
             on_step()
+    answer_suite, refusal_suite = run.suites()
 
     leaks = needless = ordinary = misrouted = 0
     access_violations = access_checked = 0
@@ -162,9 +288,7 @@ def run_suites(
                          ["cloud", "local"])
         # What a generative cloud provider would receive: nothing when the request is refused
         # for lack of relevant sources (the same gates the service applies before any model).
-        sent = (decision.provider == "cloud" and plan.refusal != policy.NO_RELEVANT_SOURCES
-                and policy.coverage_refusal(plan.query, plan.hits, plan.lang,
-                                            service.settings.bot.min_coverage) is None)
+        sent = decision.provider == "cloud" and plan.refusal != policy.NO_RELEVANT_SOURCES
         if r["expect"] == "sensitive" and sent:
             leaks += 1
         if r["expect"] == "sensitive" and decision.provider == "cloud":
@@ -198,18 +322,8 @@ def run_suites(
             "ndcg@10": float(np.mean([ndcg_at_k(r, g, 10) for r, g in ret_runs])),
             "recall_curve": recall_curve,
         },
-        "answer": {
-            "n": answered,
-            "fact_recall": ratio(facts_found, facts_total),
-            "citation_valid": ratio(cited_ok, cited_total),
-            "faithfulness": ratio(supported_sents, total_sents),
-        },
-        "refusal": {
-            "answerable": answerable,
-            "unanswerable": unanswerable,
-            "answerable_answered": ratio(answered, answerable),
-            "unanswerable_refused": ratio(refused_unans, unanswerable),
-        },
+        "answer": answer_suite,
+        "refusal": refusal_suite,
         "routing": {
             "prompts": len(redteam),
             "cloud_leaks": leaks,
