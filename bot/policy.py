@@ -82,13 +82,15 @@ def answerability(ev: Evidence, model: AnswerabilityModel | None = None) -> floa
     return (model or load_model()).probability(ev)
 
 
-def answerability_refusal(ev: Evidence, threshold: float,
+def answerability_refusal(ev: Evidence, threshold: float | None = None,
                           model: AnswerabilityModel | None = None) -> str | None:
     """THE decision, before any provider, LLM or not, is asked: a refusal reason when the
-    calibrated probability that the sources answer the question is under the threshold.
-    Unsure means refuse (the caller gets the contact centre)."""
-    p = answerability(ev, model)
-    return None if p >= threshold else NO_RELEVANT_SOURCES
+    calibrated probability that the sources answer the question is under the threshold (the
+    operator's, else the one fitted with the model). Unsure means refuse (the caller gets the
+    contact centre)."""
+    m = model or load_model()
+    p = m.probability(ev)
+    return None if p >= (m.threshold if threshold is None else threshold) else NO_RELEVANT_SOURCES
 
 
 def is_eligibility_question(question: str) -> bool:

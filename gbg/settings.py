@@ -171,11 +171,12 @@ class BotSettings(BaseModel):
     min_coverage_extractive: float = Field(
         default=0.5, ge=0, le=1, description="The same, for the extractive provider."
     )
-    answerability_threshold: float = Field(
-        default=0.5, ge=0, le=1,
+    answerability_threshold: float | None = Field(
+        default=None, ge=0, le=1,
         description="The calibrated probability that the retrieved sources answer the question "
-        "(bot/data/answerability.json) below which every provider is skipped and the bot says it "
-        "does not know: higher refuses more and is wrong less often.",
+        "below which every provider is skipped and the bot says it does not know; higher refuses "
+        "more and is wrong less often. None: the threshold fitted with the model "
+        "(bot/data/answerability.json, by eval/fit_answerability.py).",
     )
     contact: str = "Göteborgs Stads kontaktcenter, 031-365 00 00, goteborg.se"
     warm_up: bool = Field(

@@ -1,0 +1,204 @@
+"""Answers people can act on (issue 15): the questions quoted in the issue, asked through the
+API as a tourist or a home-care worker would, and the pure parts of the reader and the one
+"do the sources answer this?" decision as tables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from bot import policy
+from bot.answerability import (
+    AnswerabilityModel,
+    Evidence,
+    SourceText,
+    clean,
+    load_model,
+    question_type,
+    read,
+    spans_of,
+)
+from bot.auth import KeyStore
+from bot.http.app import create_app
+from bot.llm.base import GenerationRequest, Source
+from bot.llm.extractive import extractive_answer
+from gbg.labels import Role
+from gbg.settings import Settings
+from ingest.embedders import Embedder
+from tests.helpers import ask, make_bot
+
+RAW_MARKDOWN = re.compile(r"(?m)\*\*|__|\[[^\]]+\]\([^)]*\)|^#{1,6} |`")
+CONTACT = "031-365 00 00"
+
+
+@dataclass(frozen=True)
+class Api:
+    client: TestClient
+    staff_key: str
+
+
+@pytest.fixture(scope="module")
+def api(bundled_store: Settings, e5: Embedder, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[Api]:
+    bot = make_bot(bundled_store, tmp_path_factory.mktemp("answers"), e5=e5)
+    staff = KeyStore(bot.settings.keys_path).create(Role.staff, "anna")
+    with TestClient(create_app(bot.settings, bot.service)) as client:
+        yield Api(client, staff)
+
+
+def _ask(api: Api, question: str, staff: bool = False) -> dict[str, Any]:
+    headers = {"X-API-Key": api.staff_key} if staff else {}
+    r = ask(api.client, question, headers=headers)
+    assert r.status_code == 200, r.text
+    d: dict[str, Any] = r.json()
+    assert not RAW_MARKDOWN.search(d["answer"]), d["answer"]
+    docs = [(c["corpus"], c["source"]) for c in d["citations"]]
+    assert len(docs) == len(set(docs)), docs  # one source card per document
+    return d
+
+
+@pytest.mark.parametrize("question", [
+    "Kan jag ta med hunden på spårvagnen?",
+    "Who is the mayor of Gothenburg?",
+])
+def test_questions_the_sources_do_not_answer_are_refused_with_the_contact_centre(
+        api: Api, question: str) -> None:
+    d = _ask(api, question)
+    assert d["refused"] and d["refusal_reason"] == "no_relevant_sources", d["answer"]
+    assert CONTACT in d["answer"] and d["citations"] == []
+
+
+def test_city_card_price_says_where_to_check_or_refuses(api: Api) -> None:
+    d = _ask(api, "What does the Göteborg City Card cost?")
+    if not d["refused"]:
+        # The texts give no price: the only honest answer is the one that says so.
+        assert "prices change" in d["answer"] or "fixed price" in d["answer"], d["answer"]
+        assert "goteborg.com" in d["answer"] or "check" in d["answer"]
+    else:
+        assert CONTACT in d["answer"]
+
+
+def test_oslo_gets_the_oslo_travel_time_not_stockholm(api: Api) -> None:
+    d = _ask(api, "hur lång tid tar tåget till Oslo")
+    assert not d["refused"], d["answer"]
+    assert "fyra timmar" in d["answer"] and "tre timmar" not in d["answer"], d["answer"]
+
+
+def test_hand_sanitiser_with_winter_vomiting_bug_quotes_soap_and_water_first(api: Api) -> None:
+    d = _ask(api, "räcker det med handsprit om brukaren har vinterkräksjuka?", staff=True)
+    assert not d["refused"], d["answer"]
+    assert "tvål och vatten" in d["answer"], d["answer"]
+
+
+def test_missed_dose_quotes_the_routine_never_double(api: Api) -> None:
+    d = _ask(api, "Jag glömde ge en dos i morse, kan jag ge dubbelt nu?", staff=True)
+    assert not d["refused"], d["answer"]
+    assert "Ge aldrig en dubbel dos" in d["answer"] and "sjuksköterskan" in d["answer"]
+    # The procedure whole and in order.
+    steps = [d["answer"].find(s) for s in ("Kontakta sjuksköterskan direkt",
+                                           "Ge aldrig en dubbel dos", "avvikelserapport")]
+    assert -1 not in steps and steps == sorted(steps), d["answer"]
+
+
+def test_safety_chain_keeps_the_next_sentence_call_112(api: Api) -> None:
+    d = _ask(api, "Säkerhetskedjan sitter på insidan", staff=True)
+    assert not d["refused"], d["answer"]
+    assert "brukaren är hemma" in d["answer"] and "Ring då 112" in d["answer"], d["answer"]
+
+
+# -- the reader ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("raw", "plain"), [
+    ("The **Göteborg City Card** is *digital*.", "The Göteborg City Card is digital."),
+    ("See [goteborg.com](https://goteborg.com) now", "See goteborg.com (https://goteborg.com) now"),
+    ("__Obs__: `112`", "Obs: 112"),
+    ("## Rubrik", "Rubrik"),
+])
+def test_clean_renders_markdown_as_text(raw: str, plain: str) -> None:
+    assert clean(raw) == plain
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("Vad kostar ett månadskort?", "cost"),
+    ("What does the City Card cost?", "cost"),
+    ("hur lång tid tar tåget till Oslo", "duration"),
+    ("När öppnar turistbyrån?", "when"),
+    ("Vilket telefonnummer har kontaktcenter?", "contact"),
+    ("Var ligger Feskekôrka?", "where"),
+    ("Hur ansöker jag om bygglov?", "howto"),
+    ("Får jag ge dubbel dos?", "yesno"),
+])
+def test_question_types(question: str, kind: str) -> None:
+    assert question_type(question) == kind
+
+
+STEPS = """## Om en dos har missats
+
+1. Kontakta sjuksköterskan direkt.
+2. Ge aldrig en dubbel dos på eget initiativ.
+3. Skriv en avvikelserapport."""
+
+
+def test_a_numbered_list_is_one_span_with_its_heading_and_items_in_order() -> None:
+    spans, lists = spans_of(SourceText(1, STEPS, "sv", "Läkemedel > Om en dos har missats"), 0)
+    assert [s.kind for s in spans] == ["item", "item", "item"]
+    (steps,) = lists.values()
+    assert steps.kind == "steps" and steps.heading == "Om en dos har missats"
+    assert steps.items[0].startswith("Kontakta") and steps.items[-1].startswith("Skriv")
+
+
+def test_extractive_answer_quotes_the_procedure_whole_and_cites_each_step() -> None:
+    req = GenerationRequest("glömde en dos, kan jag ge dubbelt?", "sv", [
+        Source(1, "Läkemedel", STEPS, "sv", "Läkemedel > Om en dos har missats"),
+        Source(2, "Hygien", "Tvätta händerna med tvål och vatten.", "sv", "Hygien"),
+    ])
+    text = extractive_answer(req)
+    assert text.startswith("Om en dos har missats:")
+    assert text.count("[1]") == 3 and "[2]" not in text
+    assert text.index("Kontakta") < text.index("Ge aldrig") < text.index("avvikelserapport")
+
+
+def test_the_reading_is_memoised_for_the_answerer() -> None:
+    srcs = [SourceText(1, "Ring 112 vid akut sjukdom.", "sv")]
+    assert read("när ringer jag 112", srcs, "sv") is read("när ringer jag 112", srcs, "sv")
+
+
+# -- the decision --------------------------------------------------------------------------
+
+
+def _evidence(**kw: float) -> Evidence:
+    base = {"span_sem": 0.85, "span_lex": 0.5, "span_type": 0.0, "span_score": 0.4,
+            "top3_span_score": 0.35, "coverage": 0.5, "dense_top": 0.85, "dense_gap": 0.02,
+            "bm25_top": 1.5, "agreement": 0.67, "same_lang": 1.0, "typed_q": 0.0,
+            "strict_type": 0.5, "missing_rare": 0.5}
+    return Evidence({**base, **kw})
+
+
+def test_decision_is_monotone_in_the_evidence_of_the_best_span() -> None:
+    model = load_model()
+    weak = policy.answerability(_evidence(span_lex=0.2, coverage=0.2, span_score=0.2,
+                                          missing_rare=0.9), model)
+    strong = policy.answerability(_evidence(span_lex=1.0, coverage=1.0, span_score=0.9,
+                                            top3_span_score=0.7, missing_rare=0.0), model)
+    assert 0.0 <= weak < strong <= 1.0
+
+
+def test_decision_refuses_below_the_threshold_and_answers_above() -> None:
+    model = AnswerabilityModel(("span_score",), (0.0,), (1.0,), (10.0,), -5.0)
+    assert policy.answerability_refusal(_evidence(span_score=0.2), 0.5, model) \
+        == policy.NO_RELEVANT_SOURCES
+    assert policy.answerability_refusal(_evidence(span_score=0.8), 0.5, model) is None
+    # An operator moves the threshold: precision against answering more.
+    assert policy.answerability_refusal(_evidence(span_score=0.8), 0.999, model) is not None
+
+
+def test_fitted_coefficients_are_committed_with_their_threshold() -> None:
+    model = load_model()
+    assert len(model.features) == len(model.coef) == len(model.mean) == len(model.scale)
+    assert 0.0 < model.threshold < 1.0
