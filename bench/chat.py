@@ -67,7 +67,8 @@ def main() -> None:
             for i in range(args.requests):
                 q = questions[i % len(questions)]
                 t = time.perf_counter()
-                r = client.post(f"{base}/v1/chat", json={"messages": [{"role": "user", "content": q}]})
+                r = client.post(f"{base}/v1/chat",
+                                json={"messages": [{"role": "user", "content": q}]})
                 times.append((time.perf_counter() - t) * 1000)
                 statuses.append(r.status_code)
         rss = vm_hwm_mb(proc.pid)

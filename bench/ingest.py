@@ -78,7 +78,8 @@ def run_baseline(corpora: Path, store: Path, max_tokens: int, overlap: int) -> d
     emb = get_embedder(EmbedderSettings())
     emb.embed_passages(["uppvärmning"])
     t = time.perf_counter()
-    rows = [json.loads(x) for x in (corpora / "swequad-mc/docs/corpus.jsonl").read_text().splitlines()]
+    lines = (corpora / "swequad-mc/docs/corpus.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
     docs = [Document(page_content=r["text"], metadata={"doc_id": r["doc_id"]}) for r in rows]
     splitter = RecursiveCharacterTextSplitter(
         chunk_size=max_tokens, chunk_overlap=overlap, length_function=emb.count_tokens
@@ -105,7 +106,8 @@ def main() -> None:
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(*args.child, args.max_tokens, args.overlap)
+        which, corpora_dir, store_dir = args.child
+        child(which, corpora_dir, store_dir, args.max_tokens, args.overlap)
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -129,7 +131,8 @@ def main() -> None:
         print(f"{name:<22}{int(r['chunks']):>8}{r['seconds']:>10.2f}{rate:>10.1f}"
               f"{r['peak_rss_mb']:>13.0f}")
     speedup = results["ours"]["seconds"] / max(results["reingest"]["seconds"], 1e-9)
-    print(f"first ingest vs baseline: {results['baseline']['seconds'] / results['ours']['seconds']:.2f}x "
+    ratio = results["baseline"]["seconds"] / results["ours"]["seconds"]
+    print(f"first ingest vs baseline: {ratio:.2f}x "
           f"as fast; re-ingest unchanged: {speedup:.0f}x faster than first ingest "
           f"({int(results['reingest']['embedded'])} chunks embedded)")
 

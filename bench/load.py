@@ -450,7 +450,7 @@ def main() -> int:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     # SIGTERM (and Ctrl-C, SIGINT) end the run through the same cleanup.
-    def _stop(signum: int, _frame: Any) -> None:
+    def _stop(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)

@@ -23,14 +23,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gbg.labels import Role  # noqa: E402
 from bot.retrieval.retriever import HybridRetriever  # noqa: E402
 from bot.retrieval.types import RetrievalOptions  # noqa: E402
 from eval.datasets import load_retrieval_dataset  # noqa: E402
 from eval.retrieval import build_store, dataset_settings  # noqa: E402
+from gbg.labels import Role  # noqa: E402
 from gbg.settings import Settings  # noqa: E402
 from ingest.embedders import get_embedder  # noqa: E402
+from ingest.manifest import CorpusManifest  # noqa: E402
 from ingest.store import ChromaStore  # noqa: E402
+
+# The synthetic corpus: every chunk public, so the public role searches all of them.
+BENCH = CorpusManifest.model_validate({
+    "name": "bench", "title": "Benchmark", "audience": "public", "sensitivity": "public",
+    "languages": ["sv"], "license": {"name": "CC BY 4.0"},
+    "sources": [{"type": "files", "include": ["*"]}],
+})
 
 
 def real_vectors(settings: Settings, data: Path) -> tuple[np.ndarray, list[str], list[dict]]:
@@ -53,10 +61,7 @@ def build(path: Path, n: int, vecs: np.ndarray, texts: list[str], metas: list[di
           rng: np.random.Generator) -> Settings:
     s = Settings(_env_file=None)
     s.data_dir = path
-    store = ChromaStore.from_settings(s)
-    col = store.client.get_or_create_collection(
-        "bench", metadata={"audience": "public", "sensitivity": "public", "last_ingest": "x"},
-        configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    col = ChromaStore.from_settings(s).open_for_ingest(BENCH, "bench")
     batch = 5000
     for start in range(0, n, batch):
         idx = np.arange(start, min(n, start + batch)) % len(vecs)
@@ -68,7 +73,8 @@ def build(path: Path, n: int, vecs: np.ndarray, texts: list[str], metas: list[di
                "corpus": "bench", "audience": "public", "sensitivity": "public",
                "chunk_index": i, "doc_id": str(metas[j].get("doc_id", ""))}
               for i, j in zip(range(start, start + len(idx)), idx, strict=True)]
-        col.add(ids=ids, embeddings=v, documents=[texts[j] for j in idx], metadatas=md)
+        col.upsert(ids, v, [texts[j] for j in idx], md)
+    col.set_corpus_metadata(BENCH, "bench", last_ingest="x")
     return s
 
 

@@ -45,7 +45,8 @@ class KeyStore:
         with self._lock:
             if self._cache and self._cache[0] == mtime:
                 return self._cache[1]
-            data = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+            data: dict[str, dict[str, Any]] = json.loads(
+                self.path.read_text(encoding="utf-8") or "{}")
             self._cache = (mtime, data)
             return data
 

@@ -89,10 +89,16 @@ def _logging(verbose: bool) -> None:
 
 @app.command()
 def ingest(
-    corpus: Annotated[list[str] | None, typer.Argument(help="Corpora to ingest (default: all).")] = None,
-    corpora_dir: Annotated[Path | None, typer.Option(help="Folder of corpora/<name>/corpus.toml.")] = None,
+    corpus: Annotated[
+        list[str] | None, typer.Argument(help="Corpora to ingest (default: all).")
+    ] = None,
+    corpora_dir: Annotated[
+        Path | None, typer.Option(help="Folder of corpora/<name>/corpus.toml.")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the embedded store lives.")] = None,
-    chroma_host: Annotated[str | None, typer.Option(help="Use a Chroma server at this host.")] = None,
+    chroma_host: Annotated[
+        str | None, typer.Option(help="Use a Chroma server at this host.")
+    ] = None,
     chroma_port: Annotated[int | None, typer.Option(help="Chroma server port.")] = None,
     rebuild: Annotated[bool, typer.Option(help="Drop and re-embed the collections.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit non-zero on any error.")] = False,
@@ -153,7 +159,9 @@ def eval_retrieval(
     data: Annotated[Path, typer.Option(help="Folder with corpus.jsonl and queries.jsonl.")],
     split: Annotated[str | None, typer.Option(help="Only queries of this split.")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N queries.")] = None,
-    reports_dir: Annotated[Path, typer.Option(help="Where the JSON report goes.")] = Path("reports"),
+    reports_dir: Annotated[
+        Path, typer.Option(help="Where the JSON report goes.")
+    ] = Path("reports"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """recall@1/5/10, MRR@10 and nDCG@10 for dense, BM25 and hybrid over the same chunks."""
@@ -237,8 +245,12 @@ def eval_run(
 def eval_gate(
     report: Annotated[Path, typer.Option(help="A report from gbg eval run.")] = Path(
         "reports/eval-latest.json"),
-    gates: Annotated[Path | None, typer.Option(help="Thresholds (default eval/gates.toml).")] = None,
-    config_name: Annotated[str | None, typer.Option("--config", help="Configuration to gate.")] = None,
+    gates: Annotated[
+        Path | None, typer.Option(help="Thresholds (default eval/gates.toml).")
+    ] = None,
+    config_name: Annotated[
+        str | None, typer.Option("--config", help="Configuration to gate.")
+    ] = None,
 ) -> None:
     """Exit non-zero when a gated metric is below (or above) its threshold."""
     import tomllib
@@ -283,7 +295,8 @@ def serve(
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     if not settings.chroma.host and not settings.chroma_path.exists():
-        err.print(f"[yellow]note:[/yellow] no store at {settings.chroma_path}; run `gbg ingest` first")
+        err.print(f"[yellow]note:[/yellow] no store at {settings.chroma_path}; "
+                  "run `gbg ingest` first")
     b = settings.bot
     os.environ["GBG_BOT__WORKERS"] = str(b.workers)  # the workers read their settings again
     import signal
@@ -355,7 +368,7 @@ def up(
     procs.append(subprocess.Popen(_streamlit(host, ui_port), env=env))
     out.print(f"bot: http://{host}:{port}/docs   ui: http://{host}:{ui_port}   (Ctrl-C stops)")
 
-    def stop(signum: int, frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # a service manager's stop: the children go too
@@ -396,8 +409,8 @@ def keys_create(
     admin: Annotated[bool, typer.Option(help="May also read the redacted audit log.")] = False,
 ) -> None:
     """Create a key; it is printed once and stored only as a hash."""
-    from gbg.labels import Role
     from bot.auth import KeyStore
+    from gbg.labels import Role
 
     try:
         r = Role(role)
@@ -436,7 +449,9 @@ def audit_export(
 
 @audit_app.command("purge")
 def audit_purge(
-    older_than_days: Annotated[int | None, typer.Option(help="Default: the retention setting.")] = None,
+    older_than_days: Annotated[
+        int | None, typer.Option(help="Default: the retention setting.")
+    ] = None,
 ) -> None:
     """Delete audit records older than the retention period."""
     from bot.audit import AuditStore

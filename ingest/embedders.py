@@ -40,7 +40,8 @@ class Embedder(Embeddings):
         return approx_tokens(text)
 
     def embed_query_vector(self, text: str) -> np.ndarray:
-        return self.embed_queries([text])[0]
+        vector: np.ndarray = self.embed_queries([text])[0]
+        return vector
 
     # LangChain API
     def embed_documents(self, texts: list[str]) -> list[list[float]]:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 def grounded_answer(messages: list[dict[str, Any]]) -> str:
@@ -42,7 +42,7 @@ class Peer:
     def pieces(self, text: str) -> list[str]:
         return re.findall(r"\S+\s*", text)
 
-    def start(self) -> Peer:
+    def start(self) -> Self:
         peer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,8 +55,9 @@ class Peer:
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n) if n else b""
                 peer.raw.append(raw)
-                data = json.loads(raw or b"{}")
-                peer.requests.append({"path": self.path, "headers": dict(self.headers), "json": data})
+                data: dict[str, Any] = json.loads(raw or b"{}")
+                peer.requests.append({"path": self.path, "headers": dict(self.headers),
+                                      "json": data})
                 return data
 
             def _json(self, code: int, obj: Any) -> None:
@@ -67,11 +68,12 @@ class Peer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def do_GET(self) -> None:  # noqa: N802
-                peer.requests.append({"path": self.path, "headers": dict(self.headers), "json": None})
+            def do_GET(self) -> None:
+                peer.requests.append({"path": self.path, "headers": dict(self.headers),
+                                      "json": None})
                 peer.handle_get(self)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 peer.handle_post(self, self._body())
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

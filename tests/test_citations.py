@@ -46,7 +46,8 @@ def test_wrong_number_and_missing_citation() -> None:
 
 
 def test_precision_and_recall_on_hand_made_pairs(e5: Embedder) -> None:
-    rows = [json.loads(x) for x in (REPO / "tests/data/citation_pairs.jsonl").read_text().splitlines() if x.strip()]
+    lines = (REPO / "tests/data/citation_pairs.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines if x.strip()]
     assert len(rows) >= 40
     assert sum(r["supported"] for r in rows) == sum(not r["supported"] for r in rows)
     v = CitationVerifier(e5)

@@ -370,6 +370,7 @@ def test_client_addresses_survive_the_balancer_and_the_ui_listens_outside() -> N
     headers = [ln.split("#")[0].strip() for ln in conf.splitlines()
                if "X-Forwarded-For" in ln.split("#")[0]]
     assert headers and all(h.endswith("$proxy_add_x_forwarded_for;") for h in headers), headers
-    ui = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text(encoding="utf-8"))["services"]["ui"]
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text(encoding="utf-8"))
+    ui = compose["services"]["ui"]
     cmd = ui["command"]
     assert cmd[:2] == ["gbg", "ui"] and cmd[cmd.index("--host") + 1] == "0.0.0.0"

@@ -15,8 +15,7 @@ from gbg.settings import Settings
 from ingest.embedders import Embedder
 from ingest.manifest import discover_manifests
 from ingest.pipeline import IngestReport, ingest_all
-from ingest.store import chunk_id
-from ingest.store import ChromaStore
+from ingest.store import ChromaStore, chunk_id
 from tests.helpers import PYTHON, REPO, MakeCorpus, make_pdf, write_corpus
 
 DOCS = {
@@ -199,7 +198,7 @@ def test_relabel_without_reembedding(
     assert {m["sensitivity"] for _, m, _, _ in col.iter_records()} == {"internal"}
 
 
-def _cli(settings: Settings, *args: str, env: dict[str, str] | None = None) -> list[str]:
+def _cli(settings: Settings, *args: str) -> list[str]:
     return [
         PYTHON, "-m", "gbg", "ingest", "--corpora-dir", str(settings.corpora_dir),
         "--data-dir", str(settings.data_dir), *args,
@@ -250,7 +249,7 @@ def test_bad_manifest_via_cli(settings: Settings) -> None:
 
 @pytest.mark.parametrize("kill_after", [1, 4])
 def test_sigkill_mid_ingest_then_rerun_is_consistent(
-    settings: Settings, e5: Embedder, make_corpus: MakeCorpus, kill_after: int
+    settings: Settings, make_corpus: MakeCorpus, kill_after: int
 ) -> None:
     docs = {
         f"rutin-{i:02d}.md": f"# Rutin {i}\n\n"
@@ -284,7 +283,8 @@ def test_sigkill_mid_ingest_then_rerun_is_consistent(
     after = assert_consistent(settings, "demo")
     assert len({v[0] for v in after.values()}) == 14
     assert len(after) == 14 * 4
-    assert Counter(v[0] for v in after.values()) == Counter({f"docs/rutin-{i:02d}.md": 4 for i in range(14)})
+    assert Counter(v[0] for v in after.values()) == Counter(
+        {f"docs/rutin-{i:02d}.md": 4 for i in range(14)})
     summary = json.loads(rerun.stdout)["corpora"][0]
     assert summary["embedded"] < 14 * 4  # work done before the kill was kept
     # And a further run is a no-op.

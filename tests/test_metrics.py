@@ -18,7 +18,7 @@ def test_recall() -> None:
     assert recall_at_k(["x", "a", "y", "b"], {"a", "b"}, 2) == 0.5
     assert recall_at_k(["x", "a", "y", "b"], {"a", "b"}, 4) == 1.0
     assert recall_at_k(["a", "a", "a"], {"a", "b"}, 3) == 0.5
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one gold id"):
         recall_at_k(["a"], set(), 1)
 
 

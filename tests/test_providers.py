@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source
 from bot.llm.registry import build_provider
 from gbg.settings import ProviderSettings
 from tests.helpers import REPO, free_port
-from tests.peers import OllamaPeer, OpenAIPeer
+from tests.peers import OllamaPeer, OpenAIPeer, Peer
 
 CONTACT = "kontaktcenter 031-365 00 00"
 SECRET = "19380514-2449"
@@ -32,10 +33,10 @@ REQUEST = GenerationRequest(
 class ProviderContract:
     """Every provider must pass these."""
 
-    peer: OllamaPeer | OpenAIPeer | None = None
+    peer: Peer | None = None
 
     @pytest.fixture
-    def provider(self) -> Iterator[ChatProvider]:
+    def provider(self) -> ChatProvider | Iterator[ChatProvider]:
         raise NotImplementedError
 
     def test_streams_in_pieces(self, provider: ChatProvider) -> None:
@@ -57,8 +58,8 @@ class ProviderContract:
 
 class TestExtractive(ProviderContract):
     @pytest.fixture
-    def provider(self) -> Iterator[ChatProvider]:
-        yield build_provider("extractive", ProviderSettings(kind="extractive"), CONTACT)
+    def provider(self) -> ChatProvider:
+        return build_provider("extractive", ProviderSettings(kind="extractive"), CONTACT)
 
     def test_deterministic_and_local(self, provider: ChatProvider) -> None:
         assert provider.generate(REQUEST) == provider.generate(REQUEST)
@@ -69,21 +70,16 @@ class TestExtractive(ProviderContract):
         assert provider.generate(req).startswith("The sources are in Swedish")
 
 
-def _wire_messages(peer: OllamaPeer | OpenAIPeer) -> list[dict]:
-    [req] = [r for r in peer.chat_requests()][-1:]
-    return req["json"]["messages"]
-
-
 class TestOllama(ProviderContract):
     @pytest.fixture
     def provider(self) -> Iterator[ChatProvider]:
-        self.peer = OllamaPeer().start()
-        cfg = ProviderSettings(kind="ollama", model=OllamaPeer.model, base_url=self.peer.url,
+        self.peer = peer = OllamaPeer().start()
+        cfg = ProviderSettings(kind="ollama", model=OllamaPeer.model, base_url=peer.url,
                                keep_alive="5m", num_ctx=8192)
         try:
             yield build_provider("ollama", cfg, CONTACT)
         finally:
-            self.peer.stop()
+            peer.stop()
 
     def test_wire_protocol(self, provider: ChatProvider) -> None:
         provider.generate(REQUEST)
@@ -105,27 +101,28 @@ class TestOpenAICompatible(ProviderContract):
     @pytest.fixture
     def provider(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChatProvider]:
         monkeypatch.setenv("GBG_TEST_CLOUD_KEY", "test-key")
-        self.peer = OpenAIPeer().start()
+        self.peer = peer = OpenAIPeer().start()
         cfg = ProviderSettings(kind="openai", model=OpenAIPeer.model,
-                               base_url=f"{self.peer.url}/v1", api_key_env="GBG_TEST_CLOUD_KEY")
+                               base_url=f"{peer.url}/v1", api_key_env="GBG_TEST_CLOUD_KEY")
         try:
             yield build_provider("cloud", cfg, CONTACT)
         finally:
-            self.peer.stop()
+            peer.stop()
 
     def test_wire_protocol(self, provider: ChatProvider) -> None:
         provider.generate(REQUEST)
         assert self.peer is not None
         [req] = self.peer.chat_requests()
         assert req["path"] == "/v1/chat/completions"
-        assert {k.lower(): v for k, v in req["headers"].items()}["authorization"] == "Bearer test-key"
+        headers = {k.lower(): v for k, v in req["headers"].items()}
+        assert headers["authorization"] == "Bearer test-key"
         body = req["json"]
         assert body["model"] == OpenAIPeer.model and body["stream"] is True
         assert [m["role"] for m in body["messages"]] == ["system", "user"]
         assert provider.location == "cloud" and provider.clearance == "public"
 
-    def test_missing_key_is_a_clear_error(self, provider: ChatProvider,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    @pytest.mark.usefixtures("provider")
+    def test_missing_key_is_a_clear_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("GBG_TEST_CLOUD_KEY")
         fresh = build_provider("cloud", ProviderSettings(
             kind="openai", model="m", base_url="http://127.0.0.1:9/v1",
@@ -139,7 +136,7 @@ def test_unreachable_peer_fails_without_leaking_the_prompt(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "x")
-    cfg = ProviderSettings(kind=kind, model="m", base_url=f"http://127.0.0.1:{free_port()}",  # type: ignore[arg-type]
+    cfg = ProviderSettings(kind=kind, model="m", base_url=f"http://127.0.0.1:{free_port()}",
                            timeout_s=2)
     p = build_provider(kind, cfg, CONTACT)
     assert not p.healthy()
@@ -160,19 +157,19 @@ def test_misconfiguration_messages_say_what_to_set() -> None:
 
 def _model_path() -> Path:
     out = subprocess.run([str(REPO / "scripts/fetch_model")], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHON": str(Path(os.sys.executable))})
+                         check=True, env={**os.environ, "PYTHON": sys.executable})
     return Path(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 class TestLlamaCpp(ProviderContract):
     @pytest.fixture(scope="class")
-    def provider(self) -> Iterator[ChatProvider]:  # type: ignore[override]
+    def provider(self) -> ChatProvider:
         pytest.importorskip("llama_cpp", reason="install the llamacpp extra") if os.environ.get(
             "GBG_ALLOW_SKIP") else __import__("llama_cpp")
         cfg = ProviderSettings(kind="llamacpp", model_path=_model_path(), n_threads=2,
                                max_tokens=120, temperature=0.0)
-        yield build_provider("local", cfg, CONTACT)
+        return build_provider("local", cfg, CONTACT)
 
     def test_answer_cites_sources(self, provider: ChatProvider) -> None:
         text = provider.generate(REQUEST)

@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from gbg.labels import Role
-from bot.retrieval.lexical import Decompounder, LexicalIndex, query_terms
 from bot.retrieval.fusion import jaccard, rrf
+from bot.retrieval.lexical import Decompounder, LexicalIndex, query_terms
 from bot.retrieval.retriever import HybridRetriever
 from bot.retrieval.types import CorpusNotPermittedError, RetrievalOptions, UnknownCorpusError
+from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.embedders import Embedder
 from ingest.store import ChromaStore
@@ -56,24 +56,24 @@ def test_compounds_found_from_separate_words() -> None:
 
 def test_tokens_keep_swedish_letters() -> None:
     d = Decompounder(["återvinning", "central"])
-    assert "återvinningscentral" in {t for t in query_terms("återvinning central", d)} or any(
+    assert "återvinningscentral" in set(query_terms("återvinning central", d)) or any(
         "återvinn" in t for t in query_terms("återvinningscentral", d)
     )
-    assert all(re.search(r"[åäö]", t) for t in query_terms("åäö ärende", None) if t.startswith(("å", "ä")))
+    terms = query_terms("åäö ärende", None)
+    assert all(re.search(r"[åäö]", t) for t in terms if t.startswith(("å", "ä")))
 
 
 # --- against the bundled corpora -------------------------------------------------------------
 
 
-def test_index_is_cached_and_rebuilt_only_on_change(
-    retriever: HybridRetriever, bundled_store: Settings
-) -> None:
+def test_index_is_cached_and_rebuilt_only_on_change(retriever: HybridRetriever) -> None:
     a = retriever.index_for(Role.public)
     retriever.retrieve("Liseberg", Role.public, RetrievalOptions(mode="bm25"))
     retriever.refresh()
     assert retriever.index_for(Role.public) is a  # unchanged collections: same index object
     assert retriever.index_for(Role.staff) is not a
-    assert len(retriever.index_for(Role.care).ids) > len(retriever.index_for(Role.staff).ids) > len(a.ids)
+    care, staff = retriever.index_for(Role.care), retriever.index_for(Role.staff)
+    assert len(care.ids) > len(staff.ids) > len(a.ids)
 
 
 def test_hybrid_returns_scored_chunks_with_provenance(retriever: HybridRetriever) -> None:
@@ -86,18 +86,21 @@ def test_hybrid_returns_scored_chunks_with_provenance(retriever: HybridRetriever
 
 
 def test_compound_query_finds_compound_documents(retriever: HybridRetriever) -> None:
-    hits = retriever.retrieve("parkering tillstånd rörelsehindrade", options=RetrievalOptions(mode="bm25", k=3))
+    hits = retriever.retrieve("parkering tillstånd rörelsehindrade",
+                              options=RetrievalOptions(mode="bm25", k=3))
     assert any("parkeringstillstand" in h.source for h in hits)
 
 
 def test_english_question_over_swedish_documents(retriever: HybridRetriever) -> None:
-    hits = retriever.retrieve("How do I apply for a parking permit for disabled people?", options=RetrievalOptions(corpora=["stadens-tjanster"], k=3))
+    hits = retriever.retrieve("How do I apply for a parking permit for disabled people?",
+                              options=RetrievalOptions(corpora=["stadens-tjanster"], k=3))
     assert any("parkeringstillstand" in h.source for h in hits)
 
 
 def test_swedish_question_over_english_documents(retriever: HybridRetriever) -> None:
     # Only the English documents (a Swedish page on the same topic exists too).
-    hits = retriever.retrieve("Hur tar jag mig från flygplatsen till centrum?", options=RetrievalOptions(lang="en", k=3))
+    hits = retriever.retrieve("Hur tar jag mig från flygplatsen till centrum?",
+                              options=RetrievalOptions(lang="en", k=3))
     assert hits and all(h.metadata.get("lang") == "en" for h in hits)
     assert "airport" in hits[0].source, [h.source for h in hits]
 
@@ -108,8 +111,9 @@ def test_language_filter(retriever: HybridRetriever) -> None:
 
 
 def test_neighbour_expansion(retriever: HybridRetriever) -> None:
-    plain = retriever.retrieve("basala hygienrutiner handdesinfektion", Role.staff, RetrievalOptions(k=2))
-    wide = retriever.retrieve("basala hygienrutiner handdesinfektion", Role.staff, RetrievalOptions(k=2, neighbors=1))
+    question = "basala hygienrutiner handdesinfektion"
+    plain = retriever.retrieve(question, Role.staff, RetrievalOptions(k=2))
+    wide = retriever.retrieve(question, Role.staff, RetrievalOptions(k=2, neighbors=1))
     assert len(wide) > len(plain)
     extra = [h for h in wide if h.neighbor_of]
     for h in extra:
@@ -124,7 +128,8 @@ def test_unknown_and_forbidden_corpora_are_errors(retriever: HybridRetriever) ->
     with pytest.raises(CorpusNotPermittedError):
         retriever.retrieve("insulin", Role.public, RetrievalOptions(corpora=["brukare"]))
     with pytest.raises(CorpusNotPermittedError):
-        retriever.retrieve("insulin", Role.staff, RetrievalOptions(corpora=["hemtjanst-rutiner", "brukare"]))
+        retriever.retrieve("insulin", Role.staff,
+                           RetrievalOptions(corpora=["hemtjanst-rutiner", "brukare"]))
     assert retriever.retrieve("insulin", Role.care, RetrievalOptions(corpora=["brukare"]))
 
 
@@ -156,9 +161,10 @@ def test_roles_never_see_corpora_outside_their_audience(retriever: HybridRetriev
     seen_internal_as_staff = 0
     for q in queries:
         for mode in ("hybrid", "bm25"):
-            for h in retriever.retrieve(q, Role.public, RetrievalOptions(k=10, mode=mode, neighbors=1)):
+            options = RetrievalOptions(k=10, mode=mode, neighbors=1)
+            for h in retriever.retrieve(q, Role.public, options):
                 leaks[Role.public] += h.metadata["sensitivity"] != "public"
-            for h in retriever.retrieve(q, Role.staff, RetrievalOptions(k=10, mode=mode, neighbors=1)):
+            for h in retriever.retrieve(q, Role.staff, options):
                 leaks[Role.staff] += h.metadata["sensitivity"] == "sensitive"
                 seen_internal_as_staff += h.metadata["sensitivity"] == "internal"
     assert leaks == {Role.public: 0, Role.staff: 0}
@@ -212,7 +218,8 @@ def test_changed_collection_rebuilds_in_the_background_without_blocking(
     make_corpus("stad", {}, audience="staff")
     ingest_all(settings, discover_manifests(settings.corpora_dir), store, e5)
     assert r.retrieve("Saltholmen", options=RetrievalOptions(mode="bm25")) == []
-    assert all(h.corpus != "stad" for h in r.retrieve("Saltholmen", options=RetrievalOptions(mode="hybrid")))
+    hybrid = r.retrieve("Saltholmen", options=RetrievalOptions(mode="hybrid"))
+    assert all(h.corpus != "stad" for h in hybrid)
     assert r.retrieve("Slottsskogen sälar", options=RetrievalOptions(mode="bm25"))
     assert current is not None and before is not None
     staff = r.retrieve("Saltholmen", role=Role.staff, options=RetrievalOptions(mode="bm25"))

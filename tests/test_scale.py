@@ -11,6 +11,7 @@ flight finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -162,10 +163,8 @@ class Bot:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         for p in self.family:  # workers left behind by a supervisor that was killed
-            try:
+            with contextlib.suppress(psutil.Error):
                 p.kill()
-            except psutil.Error:
-                pass
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]

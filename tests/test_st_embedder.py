@@ -10,6 +10,7 @@ from ingest.embedders import Embedder, get_embedder
 from ingest.manifest import discover_manifests
 from ingest.pipeline import ingest_all
 from ingest.store import ChromaStore
+from tests.helpers import MakeCorpus
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_embedder_contract_same_for_both_backends(minilm: Embedder, e5: Embedder
 
 
 def test_pipeline_with_minilm_and_mismatch_guard(
-    minilm: Embedder, e5: Embedder, settings: Settings, make_corpus
+    minilm: Embedder, e5: Embedder, settings: Settings, make_corpus: MakeCorpus
 ) -> None:
     make_corpus("demo", {"a.md": "# Ferry\n\n## Route\n\nThe free ferry crosses the river."})
     manifests = discover_manifests(settings.corpora_dir)

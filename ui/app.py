@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,9 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ui import admin  # noqa: E402
-from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of  # noqa: E402
-from ui.texts import EXAMPLES, T, badge_text  # noqa: E402
+from ui import admin
+from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of
+from ui.texts import EXAMPLES, T, badge_text
 
 BOT_URL = os.environ.get("GBG_UI__BOT_URL", "http://127.0.0.1:8000")
 REPORTS = Path(os.environ.get("GBG_UI__REPORTS_DIR", "reports"))
@@ -96,7 +97,7 @@ with st.sidebar:
         st.rerun()
 
 
-def render_result(result: dict[str, Any], idx: int) -> None:
+def render_result(result: dict[str, Any]) -> None:
     if result.get("notice"):
         st.info(result["notice"])
     st.caption(badge_text(ss.lang, result))
@@ -121,20 +122,18 @@ def render_result(result: dict[str, Any], idx: int) -> None:
         st.caption(f"{t('request_id')}: `{rid}`")
 
 
-def chat_page() -> None:
-    st.title(t("title"))
-    st.info(t("ai_notice"), icon="🤖")
-    if not client().healthy():
-        st.error(t("bot_down").format(url=BOT_URL))
-        return
-    if not ss.messages:
-        st.write(t("examples"))
-        cols = st.columns(2)
-        for i, q in enumerate(EXAMPLES[ss.role][ss.lang]):
-            if cols[i % 2].button(q, key=f"ex_{i}"):
-                ss.pending = q
-                st.rerun()
-    for i, m in enumerate(ss.messages):
+def show_examples() -> None:
+    """Example questions as buttons; a click asks it on the next run."""
+    st.write(t("examples"))
+    cols = st.columns(2)
+    for i, q in enumerate(EXAMPLES[ss.role][ss.lang]):
+        if cols[i % 2].button(q, key=f"ex_{i}"):
+            ss.pending = q
+            st.rerun()
+
+
+def show_conversation() -> None:
+    for m in ss.messages:
         with st.chat_message(m["role"]):
             result = m.get("result")
             if result and result.get("refused"):
@@ -142,34 +141,59 @@ def chat_page() -> None:
             else:
                 st.markdown(m["content"])
             if result:
-                render_result(result, i)
+                render_result(result)
+
+
+def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
+    """The answer streamed into an assistant message; its final event, or None after an error
+    (which is shown)."""
+    final: dict[str, Any] = {}
+
+    def tokens() -> Iterator[str]:
+        for kind, data in client().chat_stream(history[-20:]):
+            if kind == "token":
+                yield data["text"]
+            elif kind == "final":
+                final.update(data)
+
+    with st.chat_message("assistant"):
+        try:
+            st.write_stream(tokens())
+        except BotUnavailableError:
+            st.error(t("bot_down").format(url=BOT_URL))
+            return None
+        except BotRequestError as exc:
+            st.error(f"{t('error')}: {exc.detail}")
+            return None
+    return final
+
+
+def ask(question: str) -> None:
+    ss.pending = None
+    ss.messages.append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    history = [{"role": m["role"], "content": m["content"]} for m in ss.messages]
+    final = stream_answer(history)
+    if final is None:
+        return
+    if final:
+        ss.messages.append({"role": "assistant", "content": final["answer"], "result": final})
+    st.rerun()
+
+
+def chat_page() -> None:
+    st.title(t("title"))
+    st.info(t("ai_notice"), icon="🤖")
+    if not client().healthy():
+        st.error(t("bot_down").format(url=BOT_URL))
+        return
+    if not ss.messages:
+        show_examples()
+    show_conversation()
     question = st.chat_input(t("placeholder")) or ss.pending
     if question:
-        ss.pending = None
-        ss.messages.append({"role": "user", "content": question})
-        with st.chat_message("user"):
-            st.markdown(question)
-        history = [{"role": m["role"], "content": m["content"]} for m in ss.messages]
-        final: dict[str, Any] = {}
-        with st.chat_message("assistant"):
-            try:
-                def tokens() -> Any:
-                    for kind, data in client().chat_stream(history[-20:]):
-                        if kind == "token":
-                            yield data["text"]
-                        elif kind == "final":
-                            final.update(data)
-
-                st.write_stream(tokens())
-            except BotUnavailableError:
-                st.error(t("bot_down").format(url=BOT_URL))
-                return
-            except BotRequestError as exc:
-                st.error(f"{t('error')}: {exc.detail}")
-                return
-        if final:
-            ss.messages.append({"role": "assistant", "content": final["answer"], "result": final})
-        st.rerun()
+        ask(question)
 
 
 def corpora_page() -> None:

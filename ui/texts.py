@@ -35,7 +35,8 @@ T: dict[str, dict[str, str]] = {
         "thanks": "Tack för din återkoppling!",
         "feedback_failed": "Återkopplingen kunde inte sparas.",
         "error": "Något gick fel",
-        "no_reports": "Inga utvärderingsrapporter ännu. Kör `gbg eval run` eller `gbg eval retrieval`.",
+        "no_reports": "Inga utvärderingsrapporter ännu. "
+                      "Kör `gbg eval run` eller `gbg eval retrieval`.",
         "queries": "frågor",
         "request_id": "Ärende-id",
         "audit": "Granskningslogg",

@@ -13,8 +13,8 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, S
 
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError
 from bot.prompts import build_messages
-from gbg.settings import ProviderSettings
 from gbg.labels import Sensitivity
+from gbg.settings import ProviderSettings
 
 
 def _lc_messages(messages: list[dict[str, str]]) -> list[BaseMessage]:
@@ -97,8 +97,8 @@ class OpenAIProvider(LangChainProvider):
         super().__init__(name, cfg, contact)
         if not cfg.base_url:
             raise ProviderError(
-                f"provider {name!r}: set base_url, e.g. GBG_LLM__PROVIDERS__{name.upper()}__BASE_URL="
-                "https://api.mistral.ai/v1"
+                f"provider {name!r}: set base_url, e.g. "
+                f"GBG_LLM__PROVIDERS__{name.upper()}__BASE_URL=https://api.mistral.ai/v1"
             )
         self.base_url = cfg.base_url.rstrip("/")
         self._started = time.monotonic()
