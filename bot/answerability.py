@@ -29,8 +29,8 @@ import numpy as np
 import sentencex
 from wordfreq import zipf_frequency
 
-from bot.overlap import stem_set, weighted_coverage
-from bot.retrieval.lexical import Decompounder, swedish_lexicon, words
+from bot.overlap import stem_set
+from bot.retrieval.lexical import Decompounder, stem, swedish_lexicon, words
 
 DATA = Path(__file__).resolve().parent / "data" / "answerability.json"
 
@@ -274,9 +274,31 @@ def _similarities(embedder: Embeds, question: str, texts: list[str]) -> list[flo
     return out
 
 
-def _lexical(question: str, span: Span, lang: str) -> float:
-    have = stem_set(f"{span.heading} {span.text}", _decompounder())
-    return weighted_coverage(question, have, lang if lang in ("sv", "en") else "sv")
+def _lexical(question: str, span: Span, lang: str, title: str = "") -> float:
+    have = stem_set(f"{title} {span.heading} {span.text}", _decompounder())
+    return coverage(question, have, lang)
+
+
+def _has(word: str, have: set[str]) -> bool:
+    s_sv, s_en = stem(word, "sv"), stem(word, "en")
+    if s_sv in have or s_en in have:
+        return True
+    # "säkerhetskedjan" and "säkerhetskedja": one stem holds the other.
+    return any((len(s_sv) >= 5 and s_sv in x) or (len(x) >= 6 and x in s_sv) for x in have)
+
+
+def coverage(text: str, have: set[str], lang: str) -> float:
+    """Rarity-weighted share of the content words of ``text`` found in ``have`` (1.0 for a
+    text without content words)."""
+    lang = lang if lang in ("sv", "en") else "sv"
+    total = hit = 0.0
+    for w in words(text):
+        if len(w) <= 2:
+            continue
+        weight = max(0.5, 7.0 - zipf_frequency(w, lang))
+        total += weight
+        hit += weight * _has(w, have)
+    return hit / total if total else 1.0
 
 
 def _combine(sem: float, lex: float, typed: float, qtype: str, span: Span) -> float:
@@ -313,7 +335,7 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
         spans.extend(s)
         lists.update(ls)
     lang_of = {i: s.lang for i, s in enumerate(sources)}
-    lex = [_lexical(question, sp, lang) for sp in spans]
+    lex = [_lexical(question, sp, lang, sources[sp.src].doc) for sp in spans]
     typed = [type_match(qtype, sp.text) for sp in spans]
     sem = [0.0] * len(spans)
     if embedder is not None and spans:
@@ -333,11 +355,25 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
 
 # --- evidence for the decision --------------------------------------------------------------
 
-FEATURES: tuple[str, ...] = (
+# Everything the evidence records (the fitting script's cache keeps them all) ...
+RECORDED: tuple[str, ...] = (
     "span_sem", "span_lex", "span_type", "span_score", "top3_span_score",
     "coverage", "dense_top", "dense_gap", "bm25_top", "agreement", "same_lang", "typed_q",
-    "strict_type", "missing_rare",
+    "strict_type", "missing_rare", "typed_miss",
 )
+# ... and what the model weighs: the best span's e5 similarity, rare-word overlap and answer
+# type, the retrieval's dense and BM25 scores, the agreement of the top sources, the rarest
+# question word the best source lacks, and a typed question ("what does it cost") whose top
+# spans hold no such answer (no amount). The others added nothing on held-out gold lines.
+FEATURES: tuple[str, ...] = (
+    "span_sem", "span_lex", "span_type", "dense_top", "bm25_top", "agreement", "missing_rare",
+    "typed_miss",
+)
+
+
+def derive(values: dict[str, float]) -> dict[str, float]:
+    """The combined inputs, from the recorded ones."""
+    return {**values, "typed_miss": values["typed_q"] * (1.0 - values["strict_type"])}
 # What a specific answer looks like, stricter than the answerer's cue words: an amount, not
 # the word "price".
 _STRICT: dict[str, re.Pattern[str]] = {
@@ -373,7 +409,7 @@ def missing_rare(question: str, text: str, lang: str) -> float:
     for w in words(question):
         if len(w) <= 2 or w.isdigit():
             continue
-        if weighted_coverage(w, have, lang if lang in ("sv", "en") else "sv") < 1.0:
+        if not _has(w, have):
             worst = max(worst, (7.0 - zipf_frequency(w, lang if lang in ("sv", "en") else "sv"))
                         / 7.0)
     return min(1.0, worst)
@@ -425,7 +461,7 @@ def evidence(reading: Reading, hits: Sequence[HitScores], coverage: float,
         "strict_type": strict_type(reading.qtype, reading.spans[:3]),
         "missing_rare": missing_rare(reading.question, best_text, lang),
     }
-    return Evidence(values)
+    return Evidence(derive(values))
 
 
 # --- the calibrated model -------------------------------------------------------------------

@@ -256,8 +256,10 @@ class ChatService:
     def _apply_verification(
         self, plan: Plan, text: str, v: Verification
     ) -> tuple[str, str | None, bool]:
-        if v.grounded:
-            return text.strip(), None, True
+        if v.grounded or (plan.provider is not None and plan.provider.kind == "extractive"):
+            # Quotes are the sources' own words: cutting sentences out of a quoted procedure
+            # would only break it (a step the verifier cannot place stays, in order).
+            return text.strip(), None, v.grounded
         kept = [c for c in v.checks if c.supported]
         if v.cited_any and any(c.cited for c in kept) and len(v.unsupported) <= len(kept):
             return (" ".join(c.sentence for c in kept),

@@ -159,8 +159,8 @@ def test_extractive_answer_quotes_the_procedure_whole_and_cites_each_step() -> N
         Source(2, "Hygien", "Tvätta händerna med tvål och vatten.", "sv", "Hygien"),
     ])
     text = extractive_answer(req)
-    assert text.startswith("Om en dos har missats:")
-    assert text.count("[1]") == 3 and "[2]" not in text
+    assert text.startswith("Om en dos har missats [1]:")
+    assert text.count("[1]") == 4 and "[2]" not in text
     assert text.index("Kontakta") < text.index("Ge aldrig") < text.index("avvikelserapport")
 
 

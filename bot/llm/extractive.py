@@ -64,12 +64,14 @@ def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
     items = whole.items
     procedure = whole.kind == "steps" or reading.qtype in ("howto", "yesno", "other")
     if len(items) > WHOLE_LIST_ITEMS or not procedure:
-        near = [x for x in _block_spans(reading, span) if x.score >= 0.6 * best.score]
-        items = tuple(x.span.text for x in near[:MAX_SENTENCES])
+        near = sorted((x for x in _block_spans(reading, span) if x.score >= 0.85 * best.score),
+                      key=lambda x: -x.score)[:2]
+        items = tuple(x.span.text for x in sorted(near, key=lambda x: x.span.pos))
     numbered = whole.kind == "steps" and items == whole.items
     lines = [f"{i}. {_cite(t, span.n)}" if numbered else f"- {_cite(t, span.n)}"
              for i, t in enumerate(items, start=1)]
-    head = f"{whole.heading}:" if whole.heading else ""
+    # The heading is cited too: every line of an answer must rest on its source.
+    head = f"{whole.heading} [{span.n}]:" if whole.heading and procedure else ""
     return [head, *lines] if head else lines
 
 
