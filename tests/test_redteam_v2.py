@@ -35,6 +35,7 @@ def _secrets() -> list[str]:
     return out
 
 
+@pytest.mark.timeout(2400)  # ~750 requests through the API with real retrieval
 @pytest.mark.parametrize("split", ["fit", "check"])
 def test_red_team_v2_nothing_sensitive_reaches_the_cloud(trust_bot: dict[str, Any],  # noqa: F811
                                                          split: str) -> None:
