@@ -118,7 +118,8 @@ def results_as_dict(dataset: RetrievalDataset, results: Sequence[ModeResult],
         "queries": len(dataset.queries),
         "attribution": dataset.attribution,
         "modes": {
-            r.mode: {**r.scores.as_dict(), "p50_ms": round(r.p50_ms, 2), "p95_ms": round(r.p95_ms, 2)}
+            r.mode: {**r.scores.as_dict(), "p50_ms": round(r.p50_ms, 2),
+                     "p95_ms": round(r.p95_ms, 2)}
             for r in results
         },
         "chunks": ingest.total("chunks_total") if ingest else None,

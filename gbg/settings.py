@@ -85,6 +85,24 @@ class WebSettings(BaseModel):
         return out
 
 
+class FileLimits(BaseModel):
+    """Per-file budgets for local files and fetched pages (``GBG_FILES__*``)."""
+
+    max_bytes: int = Field(default=50_000_000, ge=1, description="Largest file read, in bytes.")
+    max_unpacked_bytes: int = Field(
+        default=100_000_000,
+        ge=1,
+        description="Largest total uncompressed size a DOCX (zip) archive may declare.",
+    )
+    max_chars: int = Field(
+        default=2_000_000, ge=1, description="Most characters of text in one document (~600 pages)."
+    )
+    max_front_matter_bytes: int = Field(default=20_000, ge=1)
+    max_seconds: float = Field(
+        default=60.0, gt=0, description="Time to load and chunk one file (or fetched page)."
+    )
+
+
 class RetrievalSettings(BaseModel):
     k: int = Field(default=5, ge=1, le=50, description="Chunks returned per query.")
     candidates: int = Field(default=40, ge=1, le=500, description="Per retriever, before fusion.")
@@ -230,7 +248,8 @@ class BotSettings(BaseModel):
                 try:
                     parse(value)
                 except ValueError as exc:
-                    raise ValueError(f"{name}: {value!r} is not a rate such as '30/minute'") from exc
+                    raise ValueError(
+                        f"{name}: {value!r} is not a rate such as '30/minute'") from exc
         return self
 
 
@@ -266,6 +285,7 @@ class Settings(BaseSettings):
     embedder: EmbedderSettings = EmbedderSettings()
     chunking: ChunkSettings = ChunkSettings()
     web: WebSettings = WebSettings()
+    files: FileLimits = FileLimits()
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()
     bot: BotSettings = BotSettings()

@@ -12,26 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from pydantic import BaseModel, Field
-
+from gbg.settings import FileLimits
 from ingest.errors import LimitExceededError
-
-
-class FileLimits(BaseModel):
-    max_bytes: int = Field(default=50_000_000, ge=1, description="Largest file read, in bytes.")
-    max_unpacked_bytes: int = Field(
-        default=100_000_000,
-        ge=1,
-        description="Largest total uncompressed size a DOCX (zip) archive may declare.",
-    )
-    max_chars: int = Field(
-        default=2_000_000, ge=1, description="Most characters of text in one document (~600 pages)."
-    )
-    max_front_matter_bytes: int = Field(default=20_000, ge=1)
-    max_seconds: float = Field(
-        default=60.0, gt=0, description="Time to load and chunk one file (or fetched page)."
-    )
-
 
 DEFAULT_LIMITS = FileLimits()
 

@@ -129,7 +129,7 @@ class Ingestor:
         limits: FileLimits | None = None,
     ) -> None:
         self.settings = settings
-        self.limits = limits or FileLimits()
+        self.limits = limits or settings.files
         self.store = store
         self.embedder = embedder
         self.fetcher = fetcher

@@ -198,7 +198,8 @@ class CorpusCollection:
             return {}
         got = self._col.get(ids=list(ids), include=["embeddings"])
         return {
-            i: np.asarray(e, dtype=np.float32) for i, e in zip(got["ids"], got["embeddings"], strict=True)
+            i: np.asarray(e, dtype=np.float32)
+            for i, e in zip(got["ids"], got["embeddings"], strict=True)
         }
 
     def upsert(
@@ -229,13 +230,16 @@ class CorpusCollection:
             ):
                 ids.append(cid)
                 metas.append(
-                    {**meta, "audience": str(manifest.audience), "sensitivity": str(manifest.sensitivity)}
+                    {**meta, "audience": str(manifest.audience),
+                     "sensitivity": str(manifest.sensitivity)}
                 )
         for start in range(0, len(ids), PAGE):
             self._col.update(ids=ids[start : start + PAGE], metadatas=metas[start : start + PAGE])
         return len(ids)
 
-    def set_corpus_metadata(self, manifest: CorpusManifest, embedder_name: str, **extra: Any) -> None:
+    def set_corpus_metadata(
+        self, manifest: CorpusManifest, embedder_name: str, **extra: Any
+    ) -> None:
         meta = corpus_metadata(manifest, embedder_name)
         meta.update({k: v for k, v in extra.items() if v is not None})
         self._col.modify(metadata=meta)
