@@ -4,6 +4,7 @@ SQLAlchemy URL (PostgreSQL) when configured. Questions are stored redacted or no
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
@@ -56,6 +57,7 @@ audit_table = Table(
     Column("latency_ms", Float),
     Column("question", Text),  # redacted, or NULL
     Column("outcome", String(32)),
+    Column("feedback_key", String(64)),  # SHA-256 of the asker's feedback token
     Column("feedback_rating", Integer),
     Column("feedback_comment", Text),
     Column("feedback_time", DateTime(timezone=True)),
@@ -87,6 +89,16 @@ class AuditRecord(BaseModel):
         description="answered, refused, client_disconnected or error (chat requests).",
     )
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    feedback_key: str | None = Field(default=None, exclude=True)  # stored, never shown
+
+    def row(self, *, exclude: set[str] | None = None) -> dict[str, Any]:
+        data = self.model_dump(exclude=exclude)
+        data["feedback_key"] = self.feedback_key
+        return {k: _clean(v) for k, v in data.items()}
+
+
+def feedback_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class AuditEntry(AuditRecord):
@@ -99,6 +111,10 @@ class AuditEntry(AuditRecord):
 
 class UnknownRequestError(Exception):
     pass
+
+
+class FeedbackNotAllowedError(Exception):
+    """Feedback on a request made by someone else (the token does not match)."""
 
 
 def _clean(value: Any) -> Any:
@@ -169,28 +185,31 @@ class AuditStore:
         _create_schema(self.engine)
 
     def write(self, rec: AuditRecord) -> None:
-        row = {k: _clean(v) for k, v in rec.model_dump().items()}
         with self.engine.begin() as conn:
-            conn.execute(insert(audit_table).values(**row))
+            conn.execute(insert(audit_table).values(**rec.row()))
 
     def complete(self, rec: AuditRecord) -> None:
         """Replace a written record's fields (not its time or feedback) when the request ends."""
-        row = {k: _clean(v) for k, v in rec.model_dump(exclude={"time", "request_id"}).items()}
+        row = rec.row(exclude={"time", "request_id"})
         with self.engine.begin() as conn:
             conn.execute(
                 update(audit_table).where(audit_table.c.request_id == rec.request_id).values(**row)
             )
 
-    def feedback(self, request_id: str, rating: int, comment: str | None) -> None:
+    def feedback(self, request_id: str, rating: int, comment: str | None,
+                 token: str | None = None) -> None:
+        """Store (or replace) the rating of a request. With ``token`` (what the HTTP API always
+        passes) only the holder of that request's feedback token may do it."""
+        stmt = update(audit_table).where(audit_table.c.request_id == request_id)
+        if token is not None:
+            stmt = stmt.where(audit_table.c.feedback_key == feedback_key(token))
         with self.engine.begin() as conn:
-            res = conn.execute(
-                update(audit_table)
-                .where(audit_table.c.request_id == request_id)
-                .values(feedback_rating=rating, feedback_comment=_clean(comment),
-                        feedback_time=datetime.now(UTC))
-            )
-            if res.rowcount == 0:
-                raise UnknownRequestError(request_id)
+            res = conn.execute(stmt.values(feedback_rating=rating, feedback_comment=_clean(comment),
+                                           feedback_time=datetime.now(UTC)))
+        if res.rowcount == 0:
+            if token is not None and self.get(request_id) is not None:
+                raise FeedbackNotAllowedError(request_id)
+            raise UnknownRequestError(request_id)
 
     def get(self, request_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

@@ -4,6 +4,7 @@ typed events a stream yields."""
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass, field
 from typing import Literal
@@ -27,6 +28,8 @@ class ChatRequest:
     corpora: list[str] | None = None
     lang: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # Proof that a later feedback comes from whoever asked: only they receive it.
+    feedback_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
 
 class Citation(BaseModel):
@@ -57,6 +60,9 @@ class ChatResult(BaseModel):
     stages_ms: dict[str, float]
     ai_generated: bool = Field(
         default=True, description="Always true: the answer was produced by an AI system."
+    )
+    feedback_token: str = Field(
+        default="", description="Send it with feedback on this answer (only the asker has it)."
     )
     # For the audit record only; never sent to the caller.
     query: str = Field(default="", exclude=True)

@@ -34,6 +34,8 @@ class FeedbackIn(BaseModel):
     request_id: str = Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")
     rating: Literal[-1, 1] = Field(description="1 = helpful, -1 = not helpful.")
     comment: str | None = Field(default=None, max_length=2000)
+    token: str = Field(min_length=8, max_length=64,
+                       description="The answer's feedback_token: only the asker may rate it.")
 
 
 class CorpusOut(BaseModel):

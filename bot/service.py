@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bot import policy
-from bot.audit import AuditRecord, AuditStore
+from bot.audit import AuditRecord, AuditStore, feedback_key
 from bot.citations import CitationVerifier, Verification
 from bot.classify import Classification, classify
 from bot.llm.base import ChatProvider, GenerationRequest, ProviderError, Source, as_data
@@ -234,6 +234,7 @@ class ChatService:
         answered_by = provider if provider and not refused else None
         return ChatResult(
             request_id=plan.req.request_id,
+            feedback_token=plan.req.feedback_token,
             answer=answer,
             citations=_citations(plan, used),
             provider=answered_by.name if answered_by else None,
@@ -288,6 +289,7 @@ class ChatService:
             chunk_ids=[h.id for h in plan.hits], refused=plan.refusal is not None,
             refusal_reason=plan.refusal, lang=plan.lang,
             question=self._stored_question(plan.query, level),
+            feedback_key=feedback_key(plan.req.feedback_token),
         )
 
     def audit_record(self, result: ChatResult, role: Role) -> AuditRecord:
@@ -301,6 +303,7 @@ class ChatService:
             latency_ms=result.latency_ms, question=self._stored_question(
                 result.query, result.sensitivity),
             outcome="refused" if result.refused else "answered",
+            feedback_key=feedback_key(result.feedback_token) if result.feedback_token else None,
         )
 
 

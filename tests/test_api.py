@@ -165,15 +165,37 @@ def test_feedback_is_stored_under_the_request_id(api: Api) -> None:
     r = ask(client, "Var ligger Feskekôrka?")
     rid = r.headers["X-Request-ID"]
     assert rid == r.json()["request_id"]
-    fb = client.post("/v1/feedback", json={"request_id": rid, "rating": 1,
+    token = r.json()["feedback_token"]
+    fb = client.post("/v1/feedback", json={"request_id": rid, "token": token, "rating": 1,
                                            "comment": "Bra, ring 070-123 45 67"})
     assert fb.status_code == 201
     rec = svc.audit.get(rid)
     assert rec is not None
     assert rec["feedback_rating"] == 1 and "070-123 45 67" not in rec["feedback_comment"]
-    unknown = client.post("/v1/feedback", json={"request_id": "abcdef0123", "rating": 1})
+    unknown = client.post("/v1/feedback", json={"request_id": "abcdef0123", "token": token,
+                                                "rating": 1})
     assert unknown.status_code == 404
-    assert client.post("/v1/feedback", json={"request_id": rid, "rating": 5}).status_code == 422
+    assert client.post("/v1/feedback", json={"request_id": rid, "token": token,
+                                             "rating": 5}).status_code == 422
+
+
+def test_feedback_belongs_to_whoever_asked(api: Api) -> None:
+    """Someone else's request id (without its token) cannot be rated or overwritten
+    (issue 14: feedback could be posted for any request id and replaced its rating)."""
+    client, svc = api.client, api.service
+    mine = ask(client, "Var ligger Feskekôrka?").json()
+    other = ask(client, "Hur tar jag mig till Liseberg?").json()
+    ok = client.post("/v1/feedback", json={"request_id": mine["request_id"], "rating": 1,
+                                           "token": mine["feedback_token"]})
+    assert ok.status_code == 201
+    stolen = client.post("/v1/feedback", json={"request_id": mine["request_id"], "rating": -1,
+                                               "comment": "ändrat", "token": other["feedback_token"]})
+    assert stolen.status_code == 403
+    missing = client.post("/v1/feedback", json={"request_id": mine["request_id"], "rating": -1})
+    assert missing.status_code == 422
+    rec = svc.audit.get(mine["request_id"])
+    assert rec is not None and rec["feedback_rating"] == 1 and rec["feedback_comment"] is None
+    assert "feedback_key" not in client.get("/v1/audit").text
 
 
 def test_every_request_yields_exactly_one_audit_record(api: Api) -> None:

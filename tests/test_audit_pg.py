@@ -457,6 +457,7 @@ def test_api_chat_and_feedback_land_in_postgres(pg_api: PgApi) -> None:
     assert r.status_code == 200, r.text
     request_id = r.headers["X-Request-ID"]
     fb = client.post("/v1/feedback", json={"request_id": request_id, "rating": 1,
+                                           "token": r.json()["feedback_token"],
                                            "comment": "Bra! Mitt nummer är 19121212-1212"})
     assert fb.status_code == 201, fb.text
     row = raw_row(dsn, request_id)
@@ -467,7 +468,8 @@ def test_api_chat_and_feedback_land_in_postgres(pg_api: PgApi) -> None:
     assert row["feedback_comment"].startswith("Bra!") and not PNR.search(row["feedback_comment"])
     assert isinstance(row["chunk_ids"], list) and row["chunk_ids"]  # json comes back as a list
     assert row["provider"] == "extractive" and row["refused"] is False
-    unknown = client.post("/v1/feedback", json={"request_id": "abcdef0123", "rating": 1})
+    unknown = client.post("/v1/feedback", json={"request_id": "abcdef0123", "rating": 1,
+                                                "token": r.json()["feedback_token"]})
     assert unknown.status_code == 404
 
 

@@ -132,6 +132,7 @@ def test_audit_view_filters_and_is_redacted(ops: Ops) -> None:
     assert {r.status_code for r in (public, with_pnr, internal, unknown)} == {200}
     fb = client.post("/v1/feedback", json={
         "request_id": public.json()["request_id"], "rating": -1,
+        "token": public.json()["feedback_token"],
         "comment": "Ring mig på 070-123 45 67, jag heter Sven"})
     assert fb.status_code == 201
 

@@ -114,7 +114,8 @@ def render_result(result: dict[str, Any]) -> None:
                                 placeholder=t("comment"))
         if rating is not None and not ss.get(f"sent_{rid}"):
             try:
-                client().feedback(rid, 1 if rating == 1 else -1, comment)
+                client().feedback(rid, str(result.get("feedback_token", "")),
+                                  1 if rating == 1 else -1, comment)
                 ss[f"sent_{rid}"] = True
                 st.toast(t("thanks"))
             except (BotRequestError, BotUnavailableError):

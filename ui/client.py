@@ -69,9 +69,11 @@ class BotClient:
             params["refused"] = str(refused).lower()
         return list(self._call("GET", "/v1/audit", params=params).json())
 
-    def feedback(self, request_id: str, rating: int, comment: str | None) -> None:
+    def feedback(self, request_id: str, token: str, rating: int, comment: str | None) -> None:
+        """Rate an answer; ``token`` is the answer's feedback token (proof of who asked)."""
         self._call("POST", "/v1/feedback",
-                   json={"request_id": request_id, "rating": rating, "comment": comment or None})
+                   json={"request_id": request_id, "token": token, "rating": rating,
+                         "comment": comment or None})
 
     def chat_stream(self, messages: list[dict[str, str]], lang: str | None = None
                     ) -> Iterator[tuple[str, dict[str, Any]]]:
