@@ -193,3 +193,14 @@ def test_dashboard_data_shaping() -> None:
                        {"refused": False, "level": "public"}, {"level": "public"}])
     assert s == {"requests": 4, "refused_share": 0.25, "sensitive_share": 0.25,
                  "thumbs_up": 1, "thumbs_down": 1}
+
+
+def test_markdown_images_become_links_the_user_must_click() -> None:
+    """A document's tracking pixel must not be loaded by every reader's browser (issue 14)."""
+    from ui.safe import no_images, no_images_stream
+
+    assert "![" not in no_images("Se ![karta](http://tracker.invalid/p.png) här")
+    assert "[karta](http://tracker.invalid/p.png)" in no_images("![karta](http://tracker.invalid/p.png)")
+    streamed = "".join(no_images_stream(["Se !", "[karta](http://x.invalid/p.png)", " ![", "b](y)"]))
+    assert "![" not in streamed and "[karta](http://x.invalid/p.png)" in streamed
+    assert no_images("Ring 031-365 00 00!") == "Ring 031-365 00 00!"

@@ -6,17 +6,15 @@ Run with `gbg ui` (or `./scripts/up`); talks to the bot at GBG_UI__BOT_URL over 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ui import admin
 from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of
+from ui.safe import no_images, no_images_stream
 from ui.texts import EXAMPLES, T, badge_text
 
 BOT_URL = os.environ.get("GBG_UI__BOT_URL", "http://127.0.0.1:8000")
@@ -104,7 +102,7 @@ def render_result(result: dict[str, Any]) -> None:
     for c in result.get("citations", []):
         with st.expander(f"[{c['number']}] {c['title']}"):
             st.markdown(f"_{c['section']}_")
-            st.write(c["snippet"])
+            st.markdown(no_images(c["snippet"]))
             link = c.get("url") or c.get("source")
             st.markdown(f"{t('source')}: `{c['corpus']}` · {link}")
     rid = result.get("request_id")
@@ -138,9 +136,9 @@ def show_conversation() -> None:
         with st.chat_message(m["role"]):
             result = m.get("result")
             if result and result.get("refused"):
-                st.warning(m["content"])
+                st.warning(no_images(m["content"]))
             else:
-                st.markdown(m["content"])
+                st.markdown(no_images(m["content"]))
             if result:
                 render_result(result)
 
@@ -159,7 +157,7 @@ def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
 
     with st.chat_message("assistant"):
         try:
-            st.write_stream(tokens())
+            st.write_stream(no_images_stream(tokens()))
         except BotUnavailableError:
             st.error(t("bot_down").format(url=BOT_URL))
             return None
@@ -173,7 +171,7 @@ def ask(question: str) -> None:
     ss.pending = None
     ss.messages.append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(no_images(question))
     history = [{"role": m["role"], "content": m["content"]} for m in ss.messages]
     final = stream_answer(history)
     if final is None:
