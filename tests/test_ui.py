@@ -200,7 +200,8 @@ def test_markdown_images_become_links_the_user_must_click() -> None:
     from ui.safe import no_images, no_images_stream
 
     assert "![" not in no_images("Se ![karta](http://tracker.invalid/p.png) här")
-    assert "[karta](http://tracker.invalid/p.png)" in no_images("![karta](http://tracker.invalid/p.png)")
-    streamed = "".join(no_images_stream(["Se !", "[karta](http://x.invalid/p.png)", " ![", "b](y)"]))
-    assert "![" not in streamed and "[karta](http://x.invalid/p.png)" in streamed
+    link = "[karta](http://tracker.invalid/p.png)"
+    assert link in no_images(f"!{link}")
+    streamed = "".join(no_images_stream(["Se !", link, " ![", "b](y)"]))
+    assert "![" not in streamed and link in streamed
     assert no_images("Ring 031-365 00 00!") == "Ring 031-365 00 00!"
