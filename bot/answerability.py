@@ -57,8 +57,9 @@ _Q_TYPES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("number", re.compile(r"\b(hur m[åa]nga|how many|vilken (?:buss|sp[åa]rvagn|linje)|"
                           r"which (?:bus|tram|line))\b", re.I)),
 )
-_YESNO = re.compile(r"^\s*(kan|f[åa]r|m[åa]ste|ska|skall|beh[öo]ver|[äa]r|finns|r[äa]cker|har|"
-                    r"g[åa]r|g[äa]ller|can|may|must|do|does|is|are|should|will|am|need)\b", re.I)
+_YESNO = re.compile(r"(?:^|[,;:]\s*)(kan|f[åa]r|m[åa]ste|ska|skall|beh[öo]ver|[äa]r|finns|"
+                    r"r[äa]cker|har|g[åa]r|g[äa]ller|can|may|must|do|does|is|are|should|will|"
+                    r"am|need)\b", re.I)
 _HOWTO = re.compile(r"\b(hur (?:g[öo]r|ska|ans[öo]ker|anm[äa]ler|f[åa]r)|vad (?:g[öo]r|ska)|"
                     r"vad g[äa]ller|rutin\w*|how (?:do|should|can)|what (?:do|should)|steps?)\b",
                     re.I)
@@ -389,7 +390,10 @@ _STRICT: dict[str, re.Pattern[str]] = {
                           r"\b114 14\b|[\w.-]+@[\w-]+\.\w+|https?://|www\.|\b[\w-]+\.(?:se|com)\b",
                           re.I),
     "where": _A_TYPES["where"],
-    "who": re.compile(r"\b[A-ZÅÄÖ][a-zåäöé]+ [A-ZÅÄÖ][a-zåäöé]+\b"),
+    # A person named as the one who did or holds something, not any two capitalised words.
+    "who": re.compile(r"\b(?:ritad\w*|designed|grundad\w*|founded|skapad\w*|created|leds|led|"
+                      r"borgmästare|mayor|chef|director|ordförande|chair\w*)\s+(?:av\s+|by\s+)?"
+                      r"[A-ZÅÄÖ][a-zåäöé]+"),
     "number": _A_TYPES["number"],
 }
 

@@ -22,6 +22,7 @@ from gbg.labels import Sensitivity
 
 MIN_SCORE = 0.12  # below this nothing in the sources is about the question
 MAX_SENTENCES = 3
+TYPED = ("cost", "duration", "when", "contact", "where", "who", "number")
 WHOLE_LIST_ITEMS = 10  # a longer list is an enumeration, not a procedure: quote what matches
 _CONTINUES = re.compile(r"^(då|därefter|sedan|annars|detta|dessa|det gäller|ring då|then|"
                         r"otherwise|this|these|if not|om inte|men|but)\b", re.I)
@@ -112,7 +113,13 @@ def _choose_best(reading: Reading, lang: str, sources: Sequence[Source]) -> Scor
     # Answers follow the question's language when such a source reads nearly as well.
     same = next((x for x in reading.spans if sources[x.span.src].lang == lang), None)
     if same is not None and same.score >= 0.85 * best.score:
-        return same
+        best = same
+    # A question for a price, a time or a number is answered by a span that has one.
+    if best.typed == 0 and reading.qtype in TYPED:
+        typed = next((x for x in reading.spans[:10] if x.typed and x.score >= 0.6 * best.score),
+                     None)
+        if typed is not None:
+            return typed
     return best
 
 
