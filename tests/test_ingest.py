@@ -275,6 +275,7 @@ def test_sigkill_mid_ingest_then_rerun_is_consistent(
         assert time.monotonic() < deadline
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     # A half-written document from the killed run is also simulated by editing one file now.
     rerun = subprocess.run(_cli(settings, "--json"), capture_output=True, text=True, env=env,

@@ -400,6 +400,8 @@ def test_ingest_killed_midway_against_the_server_then_rerun_is_consistent(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stderr is not None:
+                proc.stderr.close()
         assert proc.returncode == -signal.SIGKILL and stored == 3
 
         remote = settings.model_copy(deep=True)
