@@ -45,7 +45,8 @@ class Recorder(ThreadingHTTPServer):
 
     @property
     def base(self) -> str:
-        return f"http://{self.server_address[0]}:{self.server_address[1]}"
+        host, port = self.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     def stop(self) -> None:
         self.shutdown()

@@ -13,20 +13,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gbg.labels import Role
-from bot.http.app import create_app
-from bot.wiring import build_detector
 from bot.auth import KeyStore
 from bot.classify import classify
+from bot.http.app import create_app
 from bot.pii import Detector
 from bot.routing import ProviderOption, route
+from bot.wiring import build_detector
+from gbg.labels import Role, Sensitivity
 from gbg.settings import ProviderSettings, Settings
 from ingest.embedders import Embedder
-from gbg.labels import Sensitivity
 from tests.conftest import CORPORA, REPO, make_service
 from tests.peers import OllamaPeer, OpenAIPeer
 
-S, I, P = Sensitivity.sensitive, Sensitivity.internal, Sensitivity.public
+S, I, P = Sensitivity.sensitive, Sensitivity.internal, Sensitivity.public  # noqa: E741
 
 
 # --- routing policy: a table of cases ----------------------------------------------------------
@@ -216,7 +215,7 @@ def test_red_team_nothing_sensitive_reaches_the_cloud(trust_bot: dict[str, Any],
     # Neither the audit database nor the service logs hold a personnummer.
     audit_bytes = b"".join(p.read_bytes() for p in Path(trust_bot["data"]).glob("audit.db*"))
     logs = caplog.text
-    numbers = set()
+    numbers: set[str] = set()
     for r in rows:
         for m in r["messages"]:
             numbers.update(n for n in re.findall(r"\d{6,8}[-+]?\d{4}", m["content"])
