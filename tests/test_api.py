@@ -188,8 +188,9 @@ def test_feedback_belongs_to_whoever_asked(api: Api) -> None:
     ok = client.post("/v1/feedback", json={"request_id": mine["request_id"], "rating": 1,
                                            "token": mine["feedback_token"]})
     assert ok.status_code == 201
-    stolen = client.post("/v1/feedback", json={"request_id": mine["request_id"], "rating": -1,
-                                               "comment": "ändrat", "token": other["feedback_token"]})
+    stolen = client.post("/v1/feedback", json={
+        "request_id": mine["request_id"], "rating": -1, "comment": "ändrat",
+        "token": other["feedback_token"]})
     assert stolen.status_code == 403
     missing = client.post("/v1/feedback", json={"request_id": mine["request_id"], "rating": -1})
     assert missing.status_code == 422
