@@ -143,6 +143,7 @@ class Reading:
     spans: tuple[ScoredSpan, ...]  # best first
     lists: dict[tuple[int, int], Span] = field(default_factory=dict)
     all_spans: tuple[ScoredSpan, ...] = ()  # in source order
+    titles: tuple[str, ...] = ()  # each source's document title
 
     @property
     def best(self) -> ScoredSpan | None:
@@ -351,7 +352,8 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
         for i, sp in enumerate(spans)
     ]
     best = sorted(scored, key=lambda x: (-x.score, x.span.src, x.span.pos))
-    return Reading(question, qtype, tuple(best), lists, tuple(scored))
+    return Reading(question, qtype, tuple(best), lists, tuple(scored),
+                   tuple(s.doc for s in sources))
 
 
 # --- evidence for the decision --------------------------------------------------------------
@@ -447,8 +449,11 @@ def evidence(reading: Reading, hits: Sequence[HitScores], coverage: float,
     bm25 = max((h.bm25 for h in hits if h.bm25 is not None), default=0.0)
     docs = [h.doc for h in hits[:3]]
     best_doc = hits[best.span.src].doc if best and best.span.src < len(hits) else ""
+    # The same words the span scores saw: the best source's title, headings and text.
     best_text = " ".join(f"{x.span.heading} {x.span.text}" for x in reading.all_spans
                          if best and x.span.src == best.span.src)
+    if best and best.span.src < len(reading.titles):
+        best_text = f"{reading.titles[best.span.src]} {best_text}"
     values = {
         "span_sem": max((s.sem for s in reading.spans), default=0.0),
         "span_lex": max((s.lex for s in reading.spans), default=0.0),
