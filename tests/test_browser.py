@@ -275,3 +275,81 @@ def test_bot_unreachable_is_shown_in_the_browser(new_page: Callable[[], Any],
             SV["ai_notice"][:40])
         expect(page.get_by_test_id("stChatInput")).to_have_count(0)
         assert_png(screenshot(page, "bot-down-desktop-1280.png"), min_bytes=5_000)
+
+
+class _PixelServer:
+    """A loopback "tracker" that records every request (it must get none)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.hits: list[str] = []
+        hits = self.hits
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_images_in_documents_are_never_loaded_by_the_browser(
+        settings: Settings, make_corpus: Any, e5: Embedder, new_page: Callable[[], Any],
+        tmp_path: Path) -> None:
+    """A document with a Markdown image (a tracking pixel): the answer and its source card are
+    shown, and neither the browser's network log nor the image host sees a request for it
+    (issue 14)."""
+    from playwright.sync_api import expect
+
+    from ingest.manifest import discover_manifests
+    from ingest.pipeline import ingest_all
+    from ingest.store import ChromaStore
+
+    pixel = _PixelServer()
+    make_corpus("museer", {"stadsmuseet.md": f"""\
+        # Stadsmuseet
+
+        Stadsmuseet ligger i Ostindiska huset vid Norra Hamngatan.
+        ![Ostindiska huset](http://{pixel.host}/pixel.png?who=reader)
+        Stadsmuseet visar Göteborgs historia från vikingatiden till i dag.
+        """})
+    report = ingest_all(settings, discover_manifests(settings.corpora_dir),
+                        ChromaStore.from_settings(settings), e5)
+    assert report.errors == []
+    served = make_bot(settings, tmp_path / "bot", e5=e5)
+    requested: list[str] = []
+    try:
+        with serve_in_thread(create_app(served.settings, served.service)) as bot_url, \
+                streamlit_ui(bot_url, tmp_path / "streamlit.log") as url:
+            page = new_page()
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(url)
+            chat_input = page.get_by_test_id("stChatInputTextArea")
+            expect(chat_input).to_be_visible(timeout=60_000)
+            chat_input.fill("Var ligger Stadsmuseet?")
+            chat_input.press("Enter")
+            answer = page.get_by_test_id("stChatMessage").filter(
+                has=page.get_by_test_id("stChatMessageAvatarAssistant")).last
+            expect(answer.get_by_test_id("stFeedback")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
+            for card in answer.get_by_test_id("stExpander").all():
+                card.locator("summary").click()
+            page.wait_for_timeout(1500)
+            assert answer.locator("img").count() == 0
+            assert_png(screenshot(page, "chat-no-remote-images-1280.png"), min_bytes=5_000)
+    finally:
+        pixel.stop()
+    assert not [u for u in requested if pixel.host in u], requested
+    assert pixel.hits == []
