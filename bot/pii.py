@@ -414,6 +414,11 @@ _STREET_SUFFIX = (
     r"plan|väg|gata|street|road|avenue|straße|strasse)"
 )
 _STREET = re.compile(rf"\b[^\W\d_]*{_STREET_SUFFIX}\b", flags=re.I)
+# The tokens of a view are folded ("rönnbärsgången" -> "ronnbarsgangen"): the suffixes too.
+_FOLDED_STREET_END = re.compile(
+    "(?:" + "|".join(unicodedata.normalize("NFKD", x).encode("ascii", "ignore").decode()
+                     for x in _STREET_SUFFIX[3:-1].split("|")) + ")$"
+)
 _ADDRESS = re.compile(
     rf"\b[^\W\d_]*{_STREET_SUFFIX}\s+\d{{1,4}}\s?[A-Za-z]?\b(?:[^\n\d]{{0,20}}\d{{3}}\s?\d{{2}})?"
     # any "Name 9, 436 50 Place": a street number followed by a postcode and a town
@@ -614,7 +619,7 @@ class Detector:
     def _street_hit(self, v: View) -> bool:
         return bool(self._streets) and any(
             process.extractOne(t, self._streets, scorer=fuzz.ratio, score_cutoff=85)
-            for t in v.tokens if len(t) >= 7 and re.search(_STREET_SUFFIX + "$", t)
+            for t in v.tokens if len(t) >= 7 and _FOLDED_STREET_END.search(t)
         )
 
     def _first_name_with_street(self, v: View) -> bool:
@@ -633,10 +638,8 @@ class Detector:
         if self._name_pair(canon):
             return True
         for m in _CAPITALISED.finditer(canon):
-            if re.fullmatch(r"[\s(\-\"']*", canon[max(0, m.start() - 3):m.start()]) or re.search(
-                r"[.!?:]\s*$", canon[:m.start()]
-            ):
-                continue  # the first word of a sentence is capitalised in every language
+            # The first word of a sentence is capitalised anyway; it still counts when it is no
+            # common word in any of the city's languages ("Ahmed har demens", "Elsa behöver").
             w = m.group(1).lower()
             if not (w in self.public_terms or w in _EPONYMS or health_word(w) or _common_word(w)):
                 return True

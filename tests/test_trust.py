@@ -111,7 +111,9 @@ def test_detector_precision_and_recall(detector: Detector) -> None:
     assert len(rows) >= 300
     tp = fp = fn = tn = 0
     for r in rows:
-        pred, truth = bool(detector.kinds(r["text"])), bool(r["pii"])
+        # Personal data found (doubts, which only keep a request local, are measured on their
+        # own in tests/test_redteam_v2.py).
+        pred, truth = bool(detector.personal(r["text"])), bool(r["pii"])
         tp += pred and truth
         fp += pred and not truth
         fn += truth and not pred
