@@ -218,7 +218,7 @@ class ChatService:
         reason = plan.refusal or (None if provider else "no_cleared_provider")
         if reason is None:
             t = time.perf_counter()
-            verification = self.verifier.verify(text, plan.sources)
+            verification = self.verifier.verify(text, _with_headings(plan.sources))
             plan.stages["verify"] = (time.perf_counter() - t) * 1000
             answer, notice, grounded = self._apply_verification(plan, text, verification)
             answer = _one_number_per_document(plan, answer)
@@ -305,6 +305,13 @@ class ChatService:
             outcome="refused" if result.refused else "answered",
             feedback_key=feedback_key(result.feedback_token) if result.feedback_token else None,
         )
+
+
+def _with_headings(sources: list[Source]) -> list[Source]:
+    """The sources as the verifier should read them: a chunk's section headings are part of
+    what it says (an answer may quote a procedure's heading)."""
+    return [Source(s.n, s.title, f"{s.section.replace(' > ', '. ')}.\n{s.text}" if s.section
+                   else s.text, s.lang, s.section) for s in sources]
 
 
 def _doc_key(hit: RetrievedChunk) -> tuple[str, str]:

@@ -349,14 +349,15 @@ def _sources(service: ChatService, result: ChatResult) -> list[Source]:
 
 
 def _chunk_text(service: ChatService, citation: Citation) -> str:
-    # The citation carries a snippet; the verifier needs the full chunk text.
-    for role in (Role.care,):
-        idx = service.retriever.index_for(role)
-        for i, meta in enumerate(idx.metas):
-            if meta.get("source") == citation.source and meta.get("corpus") == citation.corpus \
-                    and citation.snippet.rstrip("…")[:60] in " ".join(idx.texts[i].split()):
-                return str(idx.texts[i])
-    return str(citation.snippet)
+    """What a citation stands for: one card per document, so every chunk of that document
+    (with its section headings, which the service verifies against too)."""
+    idx = service.retriever.index_for(Role.care)
+    parts = []
+    for i, meta in enumerate(idx.metas):
+        if meta.get("source") == citation.source and meta.get("corpus") == citation.corpus:
+            section = str(meta.get("section", "")).replace(" > ", ". ")
+            parts.append(f"{section}.\n{idx.texts[i]}" if section else str(idx.texts[i]))
+    return "\n\n".join(parts) if parts else str(citation.snippet)
 
 
 def flatten(report: dict[str, Any]) -> dict[str, float]:
