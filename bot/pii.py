@@ -113,20 +113,25 @@ def _latin(word: str) -> bool:
     return all(not c.isalpha() or "LATIN" in unicodedata.name(c, "") for c in word)
 
 
-def _entry_pattern(entry: str) -> str:
+def _entry_pattern(entry: str, compounds: bool = False) -> str:
     """A vocabulary entry as a regex over folded text: ``stem*`` is a prefix; an entry of three
-    letters or more in another script also matches inside a word (clitics attach to words)."""
+    letters or more in another script also matches inside a word (clitics attach to words). With
+    ``compounds``, a one-word Latin entry of six letters or more also matches as the last part of
+    a compound ("panikångest", "nötallergi", "Brustkrebs"): Germanic and Finnic compounds put
+    the head word last."""
     e = fold(entry.strip())
     prefix = e.endswith("*")
     e = e.rstrip("*")
     body = r"\s+".join(re.escape(w) for w in e.split())
     if not _latin(e) and len(e.replace(" ", "")) >= 4:
         return body
-    return rf"(?<!\w){body}" + (r"\w*" if prefix else r"(?!\w)")
+    start = r"(?<!\w)\w*" if compounds and " " not in e and len(e) >= 6 else r"(?<!\w)"
+    return start + body + (r"\w*" if prefix else r"(?!\w)")
 
 
-def _compile(entries: Iterable[str]) -> re.Pattern[str]:
-    alts = sorted({_entry_pattern(e) for e in entries if e.strip()}, key=len, reverse=True)
+def _compile(entries: Iterable[str], compounds: bool = False) -> re.Pattern[str]:
+    alts = sorted({_entry_pattern(e, compounds) for e in entries if e.strip()},
+                  key=len, reverse=True)
     return re.compile("|".join(alts) or r"(?!x)x")
 
 
@@ -160,7 +165,7 @@ def lexicon() -> Lexicon:
                             key=lambda x: -len(x[0])))
     month_alts = [re.escape(s) + (r"[^\W\d_]*" if _latin(s) else r"(?!\w)") for s, _ in month_of]
     return Lexicon(
-        health=_compile(_all(health, "terms")),
+        health=_compile(_all(health, "terms"), compounds=True),
         relations=_compile(_all(persons, "relations")),
         self_ref=_compile(_all(persons, "self")),
         name_intro=_compile(_all(persons, "name_intro")),
