@@ -125,10 +125,10 @@ def test_audit_view_needs_an_admin_key(ops: Ops) -> None:
 def test_audit_view_filters_and_is_redacted(ops: Ops) -> None:
     client, admin = ops.client, {"X-API-Key": ops.admin_key}
     staff = {"X-API-Key": ops.staff_key}
-    public = ask(client, "Hur tar jag mig till Liseberg med spårvagn?")
+    public = ask(client, "Vilken spårvagn går till Saltholmen?")
     with_pnr = ask(client, "Min granne 19121212-1212 undrar hur man söker hemtjänst?")
     internal = ask(client, "Hur ofta ska handskar bytas vid basal hygien?", headers=staff)
-    unknown = ask(client, "Vad kostar en biljett till månen från Göteborg?")
+    unknown = ask(client, "Vad kostar en biljett till månen?")
     assert {r.status_code for r in (public, with_pnr, internal, unknown)} == {200}
     fb = client.post("/v1/feedback", json={
         "request_id": public.json()["request_id"], "rating": -1,

@@ -240,7 +240,8 @@ def test_local_model_down_sensitive_request_refused_cloud_gets_nothing(
     local.stop()
     before = len(cloud.raw), sum(len(x) for x in cloud.raw)
     r = client.post("/v1/chat", json={"messages": [
-        {"role": "user", "content": "Vilken hemtjänst får 19380514-2449 på kvällarna?"}]})
+        {"role": "user",
+         "content": "Hur ansöker jag om hemtjänst? Mitt personnummer är 19380514-2449."}]})
     d = r.json()
     assert r.status_code == 200 and d["refused"]
     assert d["refusal_reason"] == "no_cleared_provider" and d["sensitivity"] == "sensitive"
@@ -253,7 +254,7 @@ def test_local_model_down_sensitive_request_refused_cloud_gets_nothing(
     svc._health.clear()
     try:
         pub = client.post("/v1/chat", json={"messages": [
-            {"role": "user", "content": "Hur tar jag mig till Liseberg med spårvagn?"}]}).json()
+            {"role": "user", "content": "Vilken spårvagn går till Saltholmen?"}]}).json()
     finally:
         svc.settings.llm.preference = saved
     assert not pub["refused"], pub

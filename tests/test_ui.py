@@ -126,7 +126,7 @@ def test_audit_page_only_for_admins_with_filters(live_bot: LiveBot) -> None:
     # Traffic to audit: a public question and a refused one.
     at.chat_input[0].set_value("Var ligger Feskekôrka?").run()
     answered = at.session_state["messages"][-1]["result"]["request_id"]
-    at.chat_input[0].set_value("Vad kostar en biljett till månen från Göteborg?").run()
+    at.chat_input[0].set_value("Vad kostar en biljett till månen?").run()
     result = at.session_state["messages"][-1]["result"]
     assert result["refused"], result
     refused = result["request_id"]
