@@ -57,5 +57,7 @@ def test_gbg_up_runs_bot_and_ui_and_stops_both(bundled_store: Settings) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    out = proc.stdout.read() if proc.stdout else ""
+        out = proc.stdout.read() if proc.stdout else ""
+        if proc.stdout:
+            proc.stdout.close()
     assert f"ui: http://127.0.0.1:{ui_port}" in out, out[-2000:]
