@@ -25,12 +25,15 @@ class ChromaServer:
 
     def start(self, timeout: float = 60) -> ChromaServer:
         exe = shutil.which("chroma") or str(Path(sys.executable).parent / "chroma")
-        self.log = open(self.path.parent / f"chroma-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [exe, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        # The child keeps its own copy of the log's descriptor; ours is closed at once (a server
+        # restarted by a test would otherwise leave one open file per start).
+        with open(self.path.parent / f"chroma-{self.port}.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [exe, "run", "--path", str(self.path), "--host", "127.0.0.1", "--port",
+                 str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -56,4 +59,3 @@ class ChromaServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
