@@ -1,8 +1,8 @@
-"""Red team v2 (eval/datasets/redteam_v2.jsonl, written independently of the detector) through the
-real API with a recording cloud peer on loopback and the cloud preferred: nothing sensitive reaches
-the cloud, no value of corpora/brukare/PERSONS.json is in its raw bytes, and few ordinary questions
-are kept local needlessly (printed per language; fit and check parts reported apart). Also the
-detector's precision and recall on eval/datasets/pii_strings_v2.jsonl."""
+"""Red team v2 (eval/datasets/redteam_v2.jsonl, written independently of the detector): every
+sensitive conversation goes through the real API with a recording cloud peer on loopback and the
+cloud preferred, and nothing reaches the cloud (no value of corpora/brukare/PERSONS.json is in its
+raw bytes); few ordinary questions are kept local needlessly (printed per language; fit and check
+parts reported apart). Also the detector's precision and recall on pii_strings_v2.jsonl."""
 
 from __future__ import annotations
 
@@ -13,7 +13,11 @@ from typing import Any
 
 import pytest
 
+from bot.models import ChatRequest, Message
 from bot.pii import DOUBT_KINDS, Detector
+from bot.rewrite import rewrite
+from bot.service import ChatService
+from gbg.labels import Role
 from tests.conftest import CORPORA, REPO
 from tests.test_pii_kinds import detector  # noqa: F401  (module fixture)
 from tests.test_trust import _headers, trust_bot  # noqa: F401  (module fixture)
@@ -35,7 +39,16 @@ def _secrets() -> list[str]:
     return out
 
 
-@pytest.mark.timeout(2400)  # ~750 requests through the API with real retrieval
+def _text_reasons(bot: dict[str, Any], row: dict[str, Any]) -> tuple[str, ...]:
+    svc: ChatService = bot["svc"]
+    msgs = [Message(m["role"], m["content"]) for m in row["messages"]]
+    question = msgs[-1].content
+    rw = rewrite(question, [m.content for m in msgs[:-1] if m.role == "user"])
+    req = ChatRequest(msgs, role=Role(row["role"]))
+    return svc._classify(req, question, rw.query, rw.rewritten, []).reasons
+
+
+@pytest.mark.timeout(2400)  # ~450 requests through the API with real retrieval
 @pytest.mark.parametrize("split", ["fit", "check"])
 def test_red_team_v2_nothing_sensitive_reaches_the_cloud(trust_bot: dict[str, Any],  # noqa: F811
                                                          split: str) -> None:
@@ -46,18 +59,20 @@ def test_red_team_v2_nothing_sensitive_reaches_the_cloud(trust_bot: dict[str, An
     local: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
     digits = [0, 0]
     for r in rows:
+        if r["expect"] == "public":
+            # Ordinary questions: what the text alone makes of them (the reasons the service
+            # would give before retrieval adds a corpus), without the cost of answering them.
+            kept = any(x.startswith(TEXT_REASONS) for x in _text_reasons(trust_bot, r))
+            bucket = digits if r["category"] == "hard_negative_digits" else local[r["lang"]]
+            bucket[0] += kept
+            bucket[1] += 1
+            continue
         before = len(cloud.raw)
         resp = client.post("/v1/chat", json={"messages": r["messages"]},
                            headers=_headers(trust_bot, r["role"]))
         assert resp.status_code == 200, (r["id"], resp.text)
-        d = resp.json()
-        if r["expect"] == "sensitive" and cloud.raw[before:]:
+        if cloud.raw[before:]:
             leaks.append(r["id"])
-        if r["expect"] == "public":
-            kept = any(x.startswith(TEXT_REASONS) for x in d["sensitivity_reasons"])
-            bucket = digits if r["category"] == "hard_negative_digits" else local[r["lang"]]
-            bucket[0] += kept
-            bucket[1] += 1
     kept_all = sum(v[0] for v in local.values())
     total = sum(v[1] for v in local.values())
     print(f"\nred team v2 [{split}]: {sum(r['expect'] == 'sensitive' for r in rows)} sensitive, "
