@@ -45,12 +45,6 @@ def relevance_refusal(hits: Sequence[RetrievedChunk], min_relevance: float) -> s
     return None
 
 
-def same_language(hits: Sequence[RetrievedChunk], lang: str, top: int = 3) -> bool:
-    """Whether a top source is in the question's language (word coverage is only meaningful
-    then)."""
-    return any(str(h.metadata.get("lang")) == lang for h in hits[:top])
-
-
 def question_coverage(question: str, hits: Sequence[RetrievedChunk], lang: str) -> float:
     """Rarity-weighted share of the question's words found in the chunks (and their sections)."""
     have = stems_of_all(f"{h.metadata.get('section', '')} {h.text}" for h in hits)

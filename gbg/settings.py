@@ -181,14 +181,6 @@ class BotSettings(BaseModel):
     min_relevance: float = Field(
         default=0.80, description="Top dense similarity below which the bot says it does not know."
     )
-    min_coverage: float = Field(
-        default=0.25, ge=0, le=1,
-        description="Share of the question's (rarity-weighted) words that must occur in the top "
-        "chunks before any model is asked (same-language questions only).",
-    )
-    min_coverage_extractive: float = Field(
-        default=0.5, ge=0, le=1, description="The same, for the extractive provider."
-    )
     answerability_threshold: float | None = Field(
         default=None, ge=0, le=1,
         description="The calibrated probability that the retrieved sources answer the question "
