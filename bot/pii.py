@@ -650,13 +650,13 @@ class Detector:
                 return True
         return bool(_INITIALS.search(canon))
 
-    def person(self, v: View) -> bool:
-        """Someone in particular: a relative, a pronoun, the writer, a name (any case)."""
+    def person(self, v: View, client: bool) -> bool:
+        """Someone in particular: a relative, a pronoun, the writer, a name (any case);
+        ``client`` is ``client_hit(v)``, worked out once per text by the caller."""
         lx = lexicon()
         return bool(
-            lx.relations.search(v.folded) or lx.self_ref.search(v.folded)
+            client or lx.relations.search(v.folded) or lx.self_ref.search(v.folded)
             or lx.name_intro.search(v.folded) or self._capitalised_person(v.canon)
-            or self.client_hit(v)
         )
 
     # -- detection --
@@ -671,7 +671,7 @@ class Detector:
                   if _address_key(m.group(0)) not in self.public_addresses]
         return found
 
-    def _dates(self, v: View, person: bool, health: bool) -> Iterator[str]:
+    def _dates(self, v: View, person: bool, health: bool, client: bool) -> Iterator[str]:
         dates = find_dates(v.folded)
         if not dates:
             return
@@ -683,15 +683,15 @@ class Detector:
             yield kind
         if lx.birth.search(v.folded):
             yield "dob"
-            if health or self._named(v) or (lx.last_four.search(v.folded)
+            if health or self._named(v, client) or (lx.last_four.search(v.folded)
                                             and re.search(r"(?<!\d)\d{4}(?!\d)", v.folded)):
                 yield "dob_person"
         elif person and health:
             yield "dob"
 
-    def _named(self, v: View) -> bool:
-        return bool(lexicon().name_intro.search(v.folded) or self._capitalised_person(v.canon)
-                    or self.client_hit(v))
+    def _named(self, v: View, client: bool) -> bool:
+        return bool(client or lexicon().name_intro.search(v.folded)
+                    or self._capitalised_person(v.canon))
 
     def _doubts(self, v: View) -> Iterator[str]:
         if uncovered_script(v.canon):
@@ -711,14 +711,15 @@ class Detector:
 
     def find_in(self, v: View) -> list[Finding]:
         health = bool(lexicon().health.search(v.folded))
-        person = self.person(v)
+        client = self.client_hit(v)  # fuzzy matching: the costliest check, done once
+        person = self.person(v, client)
         findings = [_place(f, v.canon) if f.kind == "address" and not person else f
                     for f in self._values(v)]
-        if self.client_hit(v):
+        if client:
             findings.append(Finding("client_name", 0, 0))
         if health and person:
             findings.append(Finding("person_health", 0, 0))
-        findings += [Finding(k, 0, 0) for k in self._dates(v, person, health)]
+        findings += [Finding(k, 0, 0) for k in self._dates(v, person, health, client)]
         findings += [Finding(k, 0, 0) for k in self._doubts(v)]
         return findings
 
