@@ -161,15 +161,23 @@ def _model_path() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def llamacpp_provider() -> ChatProvider:
+    """The real GGUF model, loaded once for the module (loading takes seconds, ~1.9 GB)."""
+    if os.environ.get("GBG_ALLOW_SKIP"):
+        pytest.importorskip("llama_cpp", reason="install the llamacpp extra")
+    else:
+        __import__("llama_cpp")
+    cfg = ProviderSettings(kind="llamacpp", model_path=_model_path(), n_threads=2,
+                           max_tokens=120, temperature=0.0)
+    return build_provider("local", cfg, CONTACT)
+
+
 @pytest.mark.slow
 class TestLlamaCpp(ProviderContract):
-    @pytest.fixture(scope="class")
-    def provider(self) -> ChatProvider:
-        pytest.importorskip("llama_cpp", reason="install the llamacpp extra") if os.environ.get(
-            "GBG_ALLOW_SKIP") else __import__("llama_cpp")
-        cfg = ProviderSettings(kind="llamacpp", model_path=_model_path(), n_threads=2,
-                               max_tokens=120, temperature=0.0)
-        return build_provider("local", cfg, CONTACT)
+    @pytest.fixture
+    def provider(self, llamacpp_provider: ChatProvider) -> ChatProvider:
+        return llamacpp_provider
 
     def test_answer_cites_sources(self, provider: ChatProvider) -> None:
         text = provider.generate(REQUEST)
