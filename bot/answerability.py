@@ -27,12 +27,16 @@ from typing import Any, Protocol
 
 import numpy as np
 import sentencex
-from wordfreq import zipf_frequency
 
-from bot.overlap import stem_set
+from bot import qtypes
+from bot.overlap import stem_set, zipf
 from bot.retrieval.lexical import Decompounder, stem, swedish_lexicon, words
 
 DATA = Path(__file__).resolve().parent / "data" / "answerability.json"
+# The decision for questions in the other languages (German, Arabic, ...) over Swedish and
+# English sources: judged by meaning and by the names and numbers that carry across languages.
+DATA_XL = Path(__file__).resolve().parent / "data" / "answerability_xl.json"
+MAIN_LANGS = ("sv", "en")
 
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _NUMBERED = re.compile(r"^\s*\d+[.)]\s+")
@@ -160,7 +164,11 @@ def clean(text: str) -> str:
     return re.sub(r"(?m)^\s*#{1,6}\s+", "", text).replace("**", "").replace("__", "")
 
 
-def question_type(question: str) -> str:
+def question_type(question: str, lang: str = "sv") -> str:
+    """What kind of answer the question asks for: cost, duration, when, contact, where, who,
+    number, howto, yesno or other (the other languages from their word lists)."""
+    if foreign(lang):
+        return qtypes.question_type(question, lang) or "other"
     for name, pat in _Q_TYPES:
         if pat.search(question):
             return name
@@ -276,8 +284,46 @@ def _similarities(embedder: Embeds, question: str, texts: list[str]) -> list[flo
     return out
 
 
+def foreign(lang: str) -> bool:
+    """A question in a language the sources are not written in: its words cannot be matched,
+    only its meaning and its anchors."""
+    return lang not in MAIN_LANGS
+
+
+_PAREN_OR_SPACE = re.compile(r"[\s()«»\"“”„]+")
+_ANCHOR = re.compile(r"^(?:\d[\d.:,-]*|\w*[åäöÅÄÖ]\w*|[A-ZÅÄÖ]\w+)$")
+_SUFFIX = re.compile(r"['’][^\W\d]+$")  # Turkish and Finnish endings: "Landvetter'den"
+COMMON_ZIPF = 2.5  # a word this frequent in the question's language is a word, not a name
+
+
+def anchors(question: str, lang: str = "und") -> list[str]:
+    """The words of a question that read the same in every language: numbers, names and
+    Swedish terms ("Landvetter", "Nils Ericson", "färdtjänst", "11") — capitalised or with
+    å/ä/ö, and not a common word of the question's own language (German capitalises every
+    noun: "Flughafen" is a word, not a name)."""
+    out = []
+    for t in _PAREN_OR_SPACE.split(question):
+        t = _SUFFIX.sub("", t.strip("?!.,;:¿¡؟،'’"))
+        if len(t) < 2 or not _ANCHOR.match(t):
+            continue
+        if not t[0].isdigit() and zipf(t.lower(), lang) >= COMMON_ZIPF:
+            continue
+        out.append(t)
+    return out
+
+
+def anchor_coverage(question: str, have: set[str], lang: str = "und") -> float:
+    """The share of the question's anchors the text has (0.5 when it has none: no evidence)."""
+    found = anchors(question, lang)
+    if not found:
+        return 0.5
+    return sum(_has(a.lower(), have) or a.lower() in have for a in found) / len(found)
+
+
 def _lexical(question: str, span: Span, lang: str, title: str = "") -> float:
     have = stem_set(f"{title} {span.heading} {span.text}", _decompounder())
+    if foreign(lang):
+        return anchor_coverage(question, have, lang)
     return coverage(question, have, lang)
 
 
@@ -297,21 +343,38 @@ def coverage(text: str, have: set[str], lang: str) -> float:
     for w in words(text):
         if len(w) <= 2:
             continue
-        weight = max(0.5, 7.0 - zipf_frequency(w, lang))
+        weight = max(0.5, 7.0 - zipf(w, lang))
         total += weight
         hit += weight * _has(w, have)
     return hit / total if total else 1.0
 
 
-def _combine(sem: float, lex: float, typed: float, qtype: str, span: Span) -> float:
+def _combine(sem: float, lex: float, typed: float, qtype: str, span: Span,
+             other_lang: bool = False) -> float:
     semn = min(1.0, max(0.0, (sem - SEM_FLOOR) / SEM_RANGE)) if sem else 0.0
     typed_w = 0.0 if qtype in ("other", "yesno", "howto") else 0.2
-    score = 0.45 * semn + 0.4 * lex + typed_w * typed
+    if other_lang:  # meaning first: only names and numbers can be matched by their letters
+        score = 0.85 * semn + 0.15 * lex + typed_w * typed
+    else:
+        score = 0.45 * semn + 0.4 * lex + typed_w * typed
     score *= 1.0 / (1 + 0.04 * span.src)  # trust retrieval's order a little
     return score if len(words(span.text)) >= 2 else score * 0.5
 
 
 SEM_CANDIDATES = 6  # spans whose e5 similarity is computed (the lexically best)
+# A question in another language has no lexical order to go by: the spans of the top sources
+# in retrieval order (all of the first two, the openings of the next three).
+SEM_CANDIDATES_XL = 24
+
+
+def _xl_candidates(spans: Sequence[Span]) -> list[int]:
+    picked = [i for i, sp in enumerate(spans) if sp.src < 2]
+    per_src: dict[int, int] = {}
+    for i, sp in enumerate(spans):
+        if 2 <= sp.src < 5 and per_src.get(sp.src, 0) < 4:
+            per_src[sp.src] = per_src.get(sp.src, 0) + 1
+            picked.append(i)
+    return picked[:SEM_CANDIDATES_XL]
 
 
 def read(question: str, sources: Sequence[SourceText], lang: str = "sv",
@@ -329,7 +392,7 @@ def read(question: str, sources: Sequence[SourceText], lang: str = "sv",
 
 def _read(question: str, sources: Sequence[SourceText], lang: str,
           embedder: Embeds | None) -> Reading:
-    qtype = question_type(question)
+    qtype = question_type(question, lang)
     spans: list[Span] = []
     lists: dict[tuple[int, int], Span] = {}
     for i, src in enumerate(sources):
@@ -337,18 +400,34 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
         spans.extend(s)
         lists.update(ls)
     lang_of = {i: s.lang for i, s in enumerate(sources)}
+    other = foreign(lang)
     lex = [_lexical(question, sp, lang, sources[sp.src].doc) for sp in spans]
     typed = [type_match(qtype, sp.text) for sp in spans]
     sem = [0.0] * len(spans)
     if embedder is not None and spans:
-        order = sorted(range(len(spans)), key=lambda i: -(lex[i] + 0.3 * typed[i] - 0.02 * i))
-        pick = order[:SEM_CANDIDATES]
-        for i, v in zip(pick, _similarities(embedder, question, [spans[i].text for i in pick]),
-                        strict=True):
-            sem[i] = v
+        if other:
+            # Across languages a sentence alone says too little to e5; each candidate is read
+            # with the sentence that follows it in its paragraph.
+            pick = _xl_candidates(spans)
+            follow = {(sp.src, sp.block, sp.pos): sp.text for sp in spans}
+            texts = []
+            for i in pick:
+                sp = spans[i]
+                nxt = follow.get((sp.src, sp.block, sp.pos + 1), "")
+                texts.append(f"{sp.text} {nxt}".strip())
+            for i, v in zip(pick, _similarities(embedder, question, texts), strict=True):
+                sem[i] = v
+        else:
+            order = sorted(range(len(spans)),
+                           key=lambda i: -(lex[i] + 0.3 * typed[i] - 0.02 * i))
+            pick = order[:SEM_CANDIDATES]
+            for i, v in zip(pick, _similarities(embedder, question,
+                                                [spans[i].text for i in pick]), strict=True):
+                sem[i] = v
     scored = [
-        ScoredSpan(sp, sem[i], lex[i], typed[i], _combine(sem[i], lex[i], typed[i], qtype, sp)
-                   * (1.0 if lang_of[sp.src] == lang else 0.97))
+        ScoredSpan(sp, sem[i], lex[i], typed[i],
+                   _combine(sem[i], lex[i], typed[i], qtype, sp, other)
+                   * (1.0 if lang_of[sp.src] == lang or other else 0.97))
         for i, sp in enumerate(spans)
     ]
     best = sorted(scored, key=lambda x: (-x.score, x.span.src, x.span.pos))
@@ -362,7 +441,7 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
 RECORDED: tuple[str, ...] = (
     "span_sem", "span_lex", "span_type", "span_score", "top3_span_score",
     "coverage", "dense_top", "dense_gap", "bm25_top", "agreement", "same_lang", "typed_q",
-    "strict_type", "missing_rare", "typed_miss",
+    "strict_type", "missing_rare", "typed_miss", "foreign",
 )
 # ... and what the model weighs: the best span's e5 similarity, rare-word overlap and answer
 # type, the retrieval's dense and BM25 scores, the agreement of the top sources, the rarest
@@ -374,9 +453,19 @@ FEATURES: tuple[str, ...] = (
 )
 
 
+# Questions in the other languages: their words cannot be matched, so the decision weighs the
+# best span's meaning, the retrieval's dense score, the agreement of the top sources and the
+# names and numbers that carry across languages (span_lex and missing_rare are computed over
+# those anchors for such a question).
+FEATURES_XL: tuple[str, ...] = (
+    "span_sem", "dense_top", "dense_gap", "agreement", "span_lex", "missing_rare", "typed_miss",
+)
+
+
 def derive(values: dict[str, float]) -> dict[str, float]:
     """The combined inputs, from the recorded ones."""
-    return {**values, "typed_miss": values["typed_q"] * (1.0 - values["strict_type"])}
+    return {"foreign": 0.0, **values,
+            "typed_miss": values["typed_q"] * (1.0 - values["strict_type"])}
 # What a specific answer looks like, stricter than the answerer's cue words: an amount, not
 # the word "price".
 _STRICT: dict[str, re.Pattern[str]] = {
@@ -411,12 +500,15 @@ def missing_rare(question: str, text: str, lang: str) -> float:
     """How rare (0..1) the rarest question word is that ``text`` lacks: "hund" missing from a
     text about trams says more than a missing "ta"."""
     have = stem_set(text, _decompounder())
+    if foreign(lang):  # a name or number the text lacks ("Oslo" asked, "Stockholm" written)
+        return 1.0 - (anchor_coverage(question, have, lang) == 1.0) \
+            if anchors(question, lang) else 0.0
     worst = 0.0
     for w in words(question):
         if len(w) <= 2 or w.isdigit():
             continue
         if not _has(w, have):
-            worst = max(worst, (7.0 - zipf_frequency(w, lang if lang in ("sv", "en") else "sv"))
+            worst = max(worst, (7.0 - zipf(w, lang if lang in ("sv", "en") else "sv"))
                         / 7.0)
     return min(1.0, worst)
 
@@ -469,6 +561,7 @@ def evidence(reading: Reading, hits: Sequence[HitScores], coverage: float,
         "typed_q": 0.0 if reading.qtype in ("other", "yesno", "howto") else 1.0,
         "strict_type": strict_type(reading.qtype, reading.spans[:3]),
         "missing_rare": missing_rare(reading.question, best_text, lang),
+        "foreign": 1.0 if foreign(lang) else 0.0,
     }
     return Evidence(derive(values))
 
@@ -502,3 +595,11 @@ class AnswerabilityModel:
 @lru_cache(maxsize=4)
 def load_model(path: Path = DATA) -> AnswerabilityModel:
     return AnswerabilityModel.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def model_for(ev: Evidence) -> AnswerabilityModel:
+    """The decision fitted for the evidence's kind of question: Swedish and English, or the
+    other languages (their own model, fitted on their own lines)."""
+    if ev.values.get("foreign") and DATA_XL.is_file():
+        return load_model(DATA_XL)
+    return load_model(DATA)

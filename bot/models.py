@@ -55,7 +55,7 @@ class ChatResult(BaseModel):
     refusal_reason: str | None
     grounded: bool
     notice: str | None
-    lang: Literal["sv", "en"]
+    lang: str = Field(description="The answer's language (the question's, when supported).")
     latency_ms: float
     stages_ms: dict[str, float]
     ai_generated: bool = Field(

@@ -5,11 +5,26 @@ language (a missing "massera" matters, a missing "måste" hardly)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from functools import lru_cache
 
 from wordfreq import zipf_frequency
 
 from bot.retrieval.lexical import Decompounder, stem, words
+
+# wordfreq says which list it falls back to for a language it lacks; once is enough.
+logging.getLogger("wordfreq").setLevel(logging.ERROR)
+
+
+@lru_cache(maxsize=100_000)
+def zipf(word: str, lang: str) -> float:
+    """How common ``word`` is in ``lang`` (wordfreq's Zipf scale, 0 for unknown); 0 for every
+    word of a language wordfreq has no list for ("und": not identified)."""
+    try:
+        return float(zipf_frequency(word, lang))
+    except LookupError:
+        return 0.0
 
 
 def stem_set(text: str, decompounder: Decompounder | None = None) -> set[str]:
@@ -33,7 +48,7 @@ def weighted_coverage(
     for w in words(text):
         if len(w) <= 2 or (skip_digits and w.isdigit()):
             continue
-        weight = max(0.5, 7.0 - zipf_frequency(w, lang))
+        weight = max(0.5, 7.0 - zipf(w, lang))
         total += weight
         s_sv = stem(w, "sv")
         if s_sv in have or stem(w, "en") in have or any(len(s_sv) >= 5 and s_sv in x for x in have):

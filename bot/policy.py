@@ -16,11 +16,12 @@ from bot.answerability import (
     Reading,
     SourceText,
     evidence,
-    load_model,
+    foreign,
+    model_for,
     read,
 )
 from bot.overlap import stems_of_all, weighted_coverage
-from bot.retrieval.types import RetrievedChunk
+from bot.retrieval.types import Mode, RetrievedChunk
 
 NO_RELEVANT_SOURCES = "no_relevant_sources"
 
@@ -32,8 +33,21 @@ _ELIGIBILITY_Q = re.compile(
 )
 
 
+def retrieval_mode(lang: str) -> Mode | None:
+    """How to retrieve for a question in ``lang``: dense only for a language the sources are
+    not written in (its words match nothing but noise in BM25; e5 is cross-lingual), else the
+    configured default."""
+    return "dense" if foreign(lang) else None
+
+
 def top_dense(hits: Sequence[RetrievedChunk]) -> float | None:
     return max((h.dense for h in hits if h.dense is not None), default=None)
+
+
+def relevance_floor(lang: str, same_language: float, other_languages: float) -> float:
+    """The dense similarity under which nothing retrieved is about the question: lower for a
+    question in a language the sources are not written in."""
+    return other_languages if foreign(lang) else same_language
 
 
 def relevance_refusal(hits: Sequence[RetrievedChunk], min_relevance: float) -> str | None:
@@ -73,18 +87,20 @@ def assess(question: str, lang: str, hits: Sequence[RetrievedChunk],
 
 def answerability(ev: Evidence, model: AnswerabilityModel | None = None) -> float:
     """The calibrated probability that the sources answer the question."""
-    return (model or load_model()).probability(ev)
+    return (model or model_for(ev)).probability(ev)
 
 
 def answerability_refusal(ev: Evidence, threshold: float | None = None,
-                          model: AnswerabilityModel | None = None) -> str | None:
+                          model: AnswerabilityModel | None = None,
+                          threshold_other_languages: float | None = None) -> str | None:
     """THE decision, before any provider, LLM or not, is asked: a refusal reason when the
     calibrated probability that the sources answer the question is under the threshold (the
-    operator's, else the one fitted with the model). Unsure means refuse (the caller gets the
-    contact centre)."""
-    m = model or load_model()
+    operator's, else the one fitted with the model; questions in the other languages have
+    their own model and threshold). Unsure means refuse (the caller gets the contact centre)."""
+    m = model or model_for(ev)
+    own = threshold_other_languages if ev.values.get("foreign") else threshold
     p = m.probability(ev)
-    return None if p >= (m.threshold if threshold is None else threshold) else NO_RELEVANT_SOURCES
+    return None if p >= (m.threshold if own is None else own) else NO_RELEVANT_SOURCES
 
 
 def is_eligibility_question(question: str) -> bool:

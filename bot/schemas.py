@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gbg.i18n import canonical, supported
 
 
 class MessageIn(BaseModel):
@@ -25,8 +27,21 @@ class ChatIn(BaseModel):
     )
     messages: list[MessageIn] = Field(min_length=1, description="The conversation, oldest first.")
     corpora: list[str] | None = Field(default=None, description="Only these corpora.")
-    lang: Literal["sv", "en"] | None = Field(default=None, description="Answer language.")
+    lang: str | None = Field(
+        default=None, max_length=16,
+        description="Answer in this language (a code such as sv, en, de, ar) instead of the "
+        "question's own, which is detected.")
     stream: bool = Field(default=False, description="Server-Sent Events instead of JSON.")
+
+    @field_validator("lang")
+    @classmethod
+    def _known_language(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        code = canonical(v)
+        if code is None:
+            raise ValueError(f"unsupported language {v!r}; supported: {', '.join(supported())}")
+        return code
 
 
 class FeedbackIn(BaseModel):

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 from bot import policy
 from bot.audit import AuditRecord, AuditStore, feedback_key
@@ -37,9 +36,10 @@ from bot.retrieval.types import RetrievalOptions, RetrievedChunk
 from bot.rewrite import rewrite
 from bot.routing import ProviderOption, route
 from bot.texts import text as catalogue_text
+from gbg.i18n import FALLBACK, canonical
+from gbg.i18n.detect import answer_language
 from gbg.labels import Role
 from gbg.settings import Settings
-from ingest.lang import detect_language
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Plan:
     """What a request was decided to be, before any provider is asked."""
 
     req: ChatRequest
-    lang: Literal["sv", "en"]
+    lang: str  # the answer's language
     question: str
     query: str
     hits: list[RetrievedChunk]
@@ -60,6 +60,7 @@ class Plan:
     stages: dict[str, float]
     started: float
     p_answer: float | None = None  # the calibrated "do the sources answer this?"
+    unsupported: bool = False  # the question's language is not one we answer in
 
 
 class ChatService:
@@ -127,24 +128,31 @@ class ChatService:
         stages: dict[str, float] = {}
         question = req.messages[-1].content
         rw = rewrite(question, [m.content for m in req.messages[:-1] if m.role == "user"])
-        asked = rw.lang or req.lang or detect_language(question)
-        lang: Literal["sv", "en"] = "en" if asked == "en" else "sv"
+        lang, unsupported = self.answer_language(question, rw.query if rw.rewritten else None,
+                                                 canonical(rw.lang) or canonical(req.lang))
 
+        read_lang = "und" if unsupported else lang  # a language we do not answer in
         t = time.perf_counter()
-        hits = self.retriever.retrieve(rw.query, req.role, RetrievalOptions(corpora=req.corpora))
+        hits = self.retriever.retrieve(rw.query, req.role, RetrievalOptions(
+            corpora=req.corpora, mode=policy.retrieval_mode(read_lang)))
         stages["retrieve"] = (time.perf_counter() - t) * 1000
         classification = self._classify(req, question, rw.query, rw.rewritten, hits)
 
         bot = self.settings.bot
         # The one decision every provider goes through before it is asked: do the sources
         # answer this question? (Made before routing, so no model ever sees sources that do not.)
-        refusal = policy.relevance_refusal(hits, bot.min_relevance)
+        refusal = policy.relevance_refusal(hits, policy.relevance_floor(
+            read_lang, bot.min_relevance, bot.min_relevance_other_languages))
         p_answer: float | None = None
         if refusal is None:
             t = time.perf_counter()
-            _, evidence = policy.assess(rw.query, lang, hits, self.retriever.embedder)
+            # A question in a language we do not answer in is read as one ("und"), though the
+            # answer is in English.
+            _, evidence = policy.assess(rw.query, read_lang, hits, self.retriever.embedder)
             p_answer = policy.answerability(evidence)
-            refusal = policy.answerability_refusal(evidence, bot.answerability_threshold)
+            refusal = policy.answerability_refusal(
+                evidence, bot.answerability_threshold,
+                threshold_other_languages=bot.answerability_threshold_other_languages)
             stages["decide"] = (time.perf_counter() - t) * 1000
         provider = None
         if refusal is None:
@@ -157,7 +165,19 @@ class ChatService:
             for i, h in enumerate(hits, start=1)
         ]
         return Plan(req, lang, question, rw.query, hits, classification, provider, refusal,
-                    sources, stages, started, p_answer)
+                    sources, stages, started, p_answer, unsupported)
+
+    @staticmethod
+    def answer_language(question: str, query: str | None, asked: str | None
+                        ) -> tuple[str, bool]:
+        """The language asked for, else the question's own (a short follow-up is read with the
+        question it continues); English with a line saying so when we do not answer in it."""
+        if asked:
+            return asked, False
+        lang, unsupported = answer_language(question)
+        if query and len(question.split()) <= 3:
+            lang, unsupported = answer_language(query)
+        return (FALLBACK, True) if unsupported else (lang, False)
 
     def _generation_request(self, plan: Plan, provider: ChatProvider) -> GenerationRequest:
         question, sources = plan.query, plan.sources
@@ -231,6 +251,8 @@ class ChatService:
         elif policy.is_eligibility_question(plan.question):
             referral = catalogue_text("eligibility", plan.lang, contact=self.settings.bot.contact)
             answer = f"{answer}\n\n{referral}"
+        if plan.unsupported:
+            answer = f"{catalogue_text('unsupported_language', plan.lang)}\n\n{answer}"
         answered_by = provider if provider and not refused else None
         return ChatResult(
             request_id=plan.req.request_id,

@@ -131,23 +131,26 @@ SLICES = ("all", "fit", "check", "public.fit", "public.check", "staff.fit", "sta
 
 
 def slice_table(runs: dict[str, dict[str, Any]]) -> str:
-    """Answer and refusal figures per audience and part (check: never used to fit or tune;
-    other_lang: the 12 other languages, reported for issue 16 and not gated yet)."""
+    """Answer and refusal figures per audience and part (check: never used to fit or tune),
+    and per language for the other languages (in language: the answer or refusal is in the
+    question's language, or in English with a line saying so for one we do not answer in)."""
     cols = ("answerable_answered", "all_facts", "fact_recall", "unanswerable_refused")
     out = []
     for name, r in runs.items():
-        out += ["", f"## {name}: answers and refusals per audience and part", "",
+        out += ["", f"## {name}: answers and refusals per audience, part and language", "",
                 "| slice | answerable | answered | all facts | fact recall | unanswerable | "
-                "refused |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for sl in SLICES:
+                "refused | in language |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        ref, ans = r.get("refusal", {}), r.get("answer", {})
+        langs = sorted({k.split(".")[0] for k in ref if k.startswith("lang_")})
+        for sl in (*SLICES, "other_lang", *langs, *(f"{x}.check" for x in langs)):
             pre = "" if sl == "all" else f"{sl}."
-            ref, ans = r.get("refusal", {}), r.get("answer", {})
             if f"{pre}answerable" not in ref:
                 continue
             vals = [ref.get(pre + cols[0]), ans.get(pre + cols[1]), ans.get(pre + cols[2])]
             out.append(f"| {sl} | {ref[pre + 'answerable']} | "
                        + " | ".join(_fmt(v) for v in vals)
-                       + f" | {ref[pre + 'unanswerable']} | {_fmt(ref.get(pre + cols[3]))} |")
+                       + f" | {ref[pre + 'unanswerable']} | {_fmt(ref.get(pre + cols[3]))} | "
+                       + f"{_fmt(ans.get(pre + 'in_language', ''))} |")
         out.append(f"\nraw Markdown in answers: {r.get('answer', {}).get('raw_markdown')}; "
                    f"citations repeating a document: "
                    f"{r.get('answer', {}).get('duplicate_citations')}\n")

@@ -3,8 +3,8 @@
 Examples come from three sets, each split by document or article into a ``fit`` part (the only
 part the model and its threshold ever see) and a ``check`` part reported separately:
 
-- the gold set (``eval/datasets/gold.jsonl`` + ``gold_extra.jsonl``, Swedish and English lines;
-  the other languages belong to a later issue): an answerable line is ``check`` when its first
+- the gold set (``eval/datasets/gold.jsonl``, ``gold_extra.jsonl`` and ``gold_xl.jsonl``): an
+  answerable line is ``check`` when its first
   gold source is one of the check documents listed in GOLD_EXTRA.md, an unanswerable line of
   gold.jsonl by the same seeded draw GOLD_EXTRA.md describes (gold_extra.jsonl carries its own);
 - SQuAD v2 sv, articles 00-24: a seeded third of the articles is ``check``;
@@ -17,7 +17,9 @@ Usage (slow: every example is retrieved and read once; features are cached)::
     OMP_NUM_THREADS=1 python -m eval.fit_answerability --data ../shared/data
 
 writes ``eval/datasets/answerability_split.json`` (the split), ``bot/data/answerability.json``
-(the coefficients, threshold and the figures of both parts) and caches the features in
+(the coefficients, threshold and the figures of both parts; Swedish and English questions),
+``bot/data/answerability_xl.json`` (the same for questions in the other languages, fitted on
+their gold lines only) and caches the features in
 ``eval/datasets/answerability_features.jsonl`` (``--refit`` fits again from that cache).
 """
 
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import policy
-from bot.answerability import DATA, FEATURES, derive
+from bot.answerability import DATA, DATA_XL, FEATURES, FEATURES_XL, derive
 from bot.audit import AuditStore
 from bot.retrieval.types import RetrievalOptions
 from bot.service import ChatService
@@ -67,7 +69,7 @@ class Example:
     part: str
     label: int
     features: dict[str, float] | None  # None: the relevance floor refused it before the model
-
+    lang: str = "sv"  # of the question
 
 def gold_split(rows: list[dict[str, Any]]) -> dict[str, str]:
     """The fit/check part of every gold line (gold_extra.jsonl lines carry theirs)."""
@@ -94,8 +96,11 @@ def swequad_check_docs(doc_ids: list[str]) -> list[str]:
 
 def _gold_rows() -> list[dict[str, Any]]:
     rows = []
-    for name in ("gold.jsonl", "gold_extra.jsonl"):
-        for line in (EVAL_DIR / "datasets" / name).read_text(encoding="utf-8").splitlines():
+    for name in ("gold.jsonl", "gold_extra.jsonl", "gold_xl.jsonl"):
+        path = EVAL_DIR / "datasets" / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 rows.append(json.loads(line))
     return rows
@@ -103,20 +108,24 @@ def _gold_rows() -> list[dict[str, Any]]:
 
 def _features(svc: ChatService, question: str, role: Role, drop_doc: str | None = None
               ) -> dict[str, float] | None:
-    hits = svc.retriever.retrieve(question, role, RetrievalOptions(k=10 if drop_doc else None))
+    lang = _lang(question)
+    hits = svc.retriever.retrieve(question, role, RetrievalOptions(
+        k=10 if drop_doc else None, mode=policy.retrieval_mode(lang)))
     if drop_doc is not None:
         hits = [h for h in hits if str(h.metadata.get("doc_id", "")) != drop_doc][
             : svc.retriever.settings.k]
-    if policy.relevance_refusal(hits, svc.settings.bot.min_relevance) is not None:
+    bot = svc.settings.bot
+    floor = policy.relevance_floor(lang, bot.min_relevance, bot.min_relevance_other_languages)
+    if policy.relevance_refusal(hits, floor) is not None:
         return None
-    _, ev = policy.assess(question, _lang(question), hits, svc.retriever.embedder)
+    _, ev = policy.assess(question, lang, hits, svc.retriever.embedder)
     return dict(ev.values)
 
 
 def _lang(question: str) -> str:
-    from ingest.lang import detect_language
-
-    return "en" if detect_language(question) == "en" else "sv"
+    """The language the service reads the question in ("und" when it does not answer in it)."""
+    lang, unsupported = ChatService.answer_language(question, None, None)
+    return "und" if unsupported else lang
 
 
 def _cached() -> dict[tuple[str, str], Example]:
@@ -140,11 +149,10 @@ def _wanted(done: dict[tuple[str, str], Example], name: str, id_: str, part: str
 def gold_examples(svc: ChatService, split: dict[str, str], done: dict[tuple[str, str], Example],
                   check: bool) -> Iterable[Example]:
     for r in _gold_rows():
-        if r["lang"] not in ("sv", "en") or not _wanted(done, "gold", r["id"], split[r["id"]],
-                                                        check):
+        if not _wanted(done, "gold", r["id"], split[r["id"]], check):
             continue
         yield Example("gold", r["id"], split[r["id"]], int(r["answerable"]),
-                      _features(svc, r["question"], Role(r["role"])))
+                      _features(svc, r["question"], Role(r["role"])), r["lang"])
 
 
 def _materialise(s: Settings, name: str, corpus: Path) -> None:
@@ -225,26 +233,31 @@ def swequad_examples(base: Settings, data: Path, n: int, split_out: dict[str, An
 # --- fitting ----------------------------------------------------------------------------------
 
 
-def fit(examples: list[Example]) -> dict[str, Any]:
+def is_foreign(e: Example) -> bool:
+    return e.lang not in ("sv", "en")
+
+
+def fit(examples: list[Example], features: tuple[str, ...] = FEATURES,
+        min_answered: float = 0.80) -> dict[str, Any]:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     train = [e for e in examples if e.part == "fit" and e.features is not None]
-    x = np.array([[e.features[f] for f in FEATURES] for e in train if e.features])
+    x = np.array([[e.features[f] for f in features] for e in train if e.features])
     y = np.array([e.label for e in train])
     w = np.array([WEIGHTS[e.set] for e in train])
     scaler = StandardScaler().fit(x)
     lr = LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000)
     lr.fit(scaler.transform(x), y, sample_weight=w)
     model = {
-        "features": list(FEATURES),
+        "features": list(features),
         "mean": [float(v) for v in scaler.mean_],
         "scale": [float(v) for v in scaler.scale_],
         "coef": [float(v) for v in lr.coef_[0]],
         "intercept": float(lr.intercept_[0]),
     }
-    model["threshold"] = choose_threshold(examples, model)
+    model["threshold"] = choose_threshold(examples, model, min_answered)
     return model
 
 
@@ -268,17 +281,19 @@ def rates(examples: list[Example], probs: list[float | None], threshold: float
             "unanswerable_refused": refused / len(neg) if neg else float("nan")}
 
 
-def choose_threshold(examples: list[Example], model: dict[str, Any]) -> float:
+def choose_threshold(examples: list[Example], model: dict[str, Any],
+                     min_answered: float = 0.80) -> float:
     """On the gold fit part only: the threshold with the most questions handled right
     (answerable answered plus unanswerable refused) among those that still answer at least
-    80% of the answerable ones (answering is the assistant's job; below that it is a wall)."""
+    ``min_answered`` of the answerable ones (answering is the assistant's job; below that it
+    is a wall)."""
     gold = [e for e in examples if e.set == "gold" and e.part == "fit"]
     probs = _probabilities(gold, model)
     best, best_sum = 0.5, -1.0
     for t in [i / 100 for i in range(5, 96)]:
         r = rates(gold, probs, t)
         total = r["answerable_answered"] + r["unanswerable_refused"]
-        if r["answerable_answered"] >= 0.80 and total > best_sum:
+        if r["answerable_answered"] >= min_answered and total > best_sum:
             best, best_sum = t, total
     return best
 
@@ -345,12 +360,23 @@ def main(argv: list[str] | None = None) -> int:
             split = {**json.loads(SPLIT_PATH.read_text(encoding="utf-8")), **split}
         SPLIT_PATH.write_text(json.dumps(split, indent=1, ensure_ascii=False) + "\n",
                               encoding="utf-8")
-    model = fit(examples)
-    model["figures"] = report(examples, model)
+    main_examples = [e for e in examples if not is_foreign(e)]
+    model = fit(main_examples)
+    model["figures"] = report(main_examples, model)
     model["note"] = ("Fitted by eval/fit_answerability.py on the fit parts only; figures per "
                      "set and part (check never seen by the fit or the threshold).")
     DATA.write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(model["figures"], indent=1))  # noqa: T201
+    # Questions in the other languages: their own gold lines, their own model and threshold
+    # (the same rule: the most handled right while 80% of the answerable are answered).
+    xl = [e for e in examples if e.set == "gold" and is_foreign(e)]
+    if xl:
+        xl_model = fit(xl, FEATURES_XL)
+        xl_model["figures"] = report(xl, xl_model)
+        xl_model["note"] = ("Questions in languages other than Swedish and English, fitted by "
+                            "eval/fit_answerability.py on their gold fit lines only.")
+        DATA_XL.write_text(json.dumps(xl_model, indent=1) + "\n", encoding="utf-8")
+        print(json.dumps(xl_model["figures"], indent=1))  # noqa: T201
     return 0
 
 

@@ -31,6 +31,7 @@ from bot.retrieval.types import RetrievalOptions, RetrievedChunk
 from bot.routing import ProviderOption, route
 from bot.service import ChatService
 from eval.metrics import dedupe, mrr_at_k, ndcg_at_k, recall_at_k
+from gbg.i18n import FALLBACK, canonical
 from gbg.labels import Role, Sensitivity, can_read
 from gbg.settings import Settings
 
@@ -67,14 +68,15 @@ class EvalConfig:
     degrade: str | None = None  # "random": retrieval returns random chunks (gate self-test)
 
 
-GOLD_FILES = ("gold.jsonl", "gold_extra.jsonl")
+GOLD_FILES = ("gold.jsonl", "gold_extra.jsonl", "gold_xl.jsonl")
 SPLIT_PATH = EVAL_DIR / "datasets" / "answerability_split.json"
 
 
 def load_gold(path: Path | None = None) -> list[GoldItem]:
     """The gold set: ``path``, or gold.jsonl and gold_extra.jsonl. A line without a split
     takes the one eval/fit_answerability.py recorded (or derives it the same way)."""
-    paths = [path] if path else [EVAL_DIR / "datasets" / f for f in GOLD_FILES]
+    paths = [path] if path else [EVAL_DIR / "datasets" / f for f in GOLD_FILES
+                                 if (EVAL_DIR / "datasets" / f).is_file()]
     rows = [json.loads(line) for p in paths
             for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     splits = _splits(rows)
@@ -148,8 +150,10 @@ class Tally:
     facts_found: int = 0
     facts_total: int = 0
     all_facts: int = 0
+    in_language: int = 0  # answered or refused in the language the question asks for
 
     def add(self, item: GoldItem, result: ChatResult) -> None:
+        self.in_language += result.lang == expected_language(item.lang)
         if not item.answerable:
             self.unanswerable += 1
             self.refused_unanswerable += result.refused
@@ -171,7 +175,13 @@ class Tally:
             "unanswerable_refused": _ratio(self.refused_unanswerable, self.unanswerable),
             "fact_recall": _ratio(self.facts_found, self.facts_total),
             "all_facts": _ratio(self.all_facts, self.answered),
+            "in_language": _ratio(self.in_language, self.answerable + self.unanswerable),
         }
+
+
+def expected_language(lang: str) -> str:
+    """The answer language a question in ``lang`` should get: its own, or English."""
+    return canonical(lang) or FALLBACK
 
 
 def _ratio(a: float, b: float) -> float:
@@ -180,9 +190,10 @@ def _ratio(a: float, b: float) -> float:
 
 def slices(item: GoldItem) -> list[str]:
     """The slices an item is counted in: Swedish and English lines per audience and part, the
-    staff procedure questions, and the other languages on their own (not gated yet)."""
+    staff procedure questions, and the other languages together and each on its own."""
     if item.group == "other_lang":
-        return ["other_lang", f"other_lang.{item.split}"]
+        return ["other_lang", f"other_lang.{item.split}", f"lang_{item.lang}",
+                f"lang_{item.lang}.{item.split}"]
     out = ["all", item.split, item.audience, f"{item.audience}.{item.split}"]
     if item.staff_procedure:
         out += ["staff_procedures", f"staff_procedures.{item.split}"]
@@ -195,7 +206,7 @@ def _slice_figures(tallies: dict[str, Tally]) -> tuple[dict[str, float], dict[st
     for name, t in sorted(tallies.items()):
         f = t.figures()
         prefix = "" if name == "all" else f"{name}."
-        for k in ("fact_recall", "all_facts"):
+        for k in ("fact_recall", "all_facts") + (("in_language",) if "lang" in name else ()):
             answer[prefix + k] = f[k]
         for k in ("answerable", "unanswerable", "answerable_answered", "unanswerable_refused"):
             refusal[prefix + k] = f[k]

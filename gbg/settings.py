@@ -181,12 +181,24 @@ class BotSettings(BaseModel):
     min_relevance: float = Field(
         default=0.80, description="Top dense similarity below which the bot says it does not know."
     )
+    min_relevance_other_languages: float = Field(
+        default=0.76, ge=0, le=1,
+        description="The same floor for a question in a language the sources are not written "
+        "in: e5 similarities across languages run lower (an Arabic question over its Swedish "
+        "answer scores about 0.80).",
+    )
     answerability_threshold: float | None = Field(
         default=None, ge=0, le=1,
         description="The calibrated probability that the retrieved sources answer the question "
         "below which every provider is skipped and the bot says it does not know; higher refuses "
         "more and is wrong less often. None: the threshold fitted with the model "
         "(bot/data/answerability.json, by eval/fit_answerability.py).",
+    )
+    answerability_threshold_other_languages: float | None = Field(
+        default=None, ge=0, le=1,
+        description="The same for questions in languages the sources are not written in "
+        "(German, Arabic, ...), which have their own model (bot/data/answerability_xl.json). "
+        "None: the threshold fitted with that model.",
     )
     contact: str = "Göteborgs Stads kontaktcenter, 031-365 00 00, goteborg.se"
     warm_up: bool = Field(

@@ -70,7 +70,7 @@ def test_chat_flow_with_sources_badge_and_ai_notice() -> None:
 @pytest.mark.usefixtures("live_bot")
 def test_english_ui_and_refusal_looks_different() -> None:
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.sidebar.radio(key="lang_choice").set_value("English").run()
+    at.sidebar.selectbox(key="lang_choice").set_value("en").run()
     assert "AI assistant" in texts(at)
     at.chat_input[0].set_value("What is the population of Mars colony Alpha?").run()
     assert at.warning and "contact" in at.warning[0].value.lower()

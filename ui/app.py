@@ -1,6 +1,11 @@
 """gbg-assist chat (Streamlit): tourists and residents, and signed-in home-care staff.
 
 Run with `gbg ui` (or `./scripts/up`); talks to the bot at GBG_UI__BOT_URL over HTTP only.
+
+The page speaks the platform's 14 languages (texts from gbg.i18n): the browser's language until
+the user chooses one; Arabic and Persian lay the page out right to left. The answers are in the
+question's language, which the bot detects (the UI never asks for a language), and each is shown
+in its own language's direction.
 """
 
 from __future__ import annotations
@@ -15,16 +20,64 @@ import streamlit as st
 from ui import admin
 from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of
 from ui.safe import no_images, no_images_stream
-from ui.texts import EXAMPLES, T, badge_text
+from ui.texts import (
+    badge_text,
+    direction,
+    examples,
+    initial_language,
+    language_codes,
+    native_name,
+    text_direction,
+)
+from ui.texts import t as catalogue_text
 
 BOT_URL = os.environ.get("GBG_UI__BOT_URL", "http://127.0.0.1:8000")
 REPORTS = Path(os.environ.get("GBG_UI__REPORTS_DIR", "reports"))
 
-st.set_page_config(page_title="Göteborgs Stad – digital assistent", page_icon="💬",
-                   layout="centered")
+# Each text in its own direction, whatever the UI's language: an answer (key "dir-rtl-msg-…" or
+# "dir-ltr-msg-…") in its language's direction, a question or a source card in the direction of
+# its first letter. Inside them every paragraph also takes the direction of its own first letter
+# (unicode-bidi: plaintext), so a Swedish passage quoted in an Arabic answer reads left to right,
+# and a line break in an answer or a question starts a new line (and a new direction).
+# Streamlit aligns Markdown left; "start" is left in a left-to-right box, right in an RTL one.
+DIRECTION_CSS = """<style>
+[class*="st-key-dir-rtl-"]{direction:rtl}
+[class*="st-key-dir-ltr-"]{direction:ltr}
+[class*="st-key-dir-"] :is(p,li,h1,h2,h3,h4,h5,h6,th,td){unicode-bidi:plaintext;text-align:start}
+[class*="st-key-dir-"][class*="-msg-"] p{white-space:pre-line}
+:is(.stMain,.stSidebar) :is(.stMarkdown,.stHeading)
+  :is([data-testid="stMarkdownContainer"],[data-testid="stCaptionContainer"])
+  :is(p,ul,ol,li,h1,h2,h3,h4,h5,h6){text-align:start}
+</style>"""
+# An RTL language (Arabic, Persian) mirrors the layout, not only the text: the main area (in
+# Streamlit 1.67 a <main class="stMain"> holding the page and, at its bottom, the chat input) and
+# the sidebar run right to left, so chat bubbles, the input box and the source cards follow.
+RTL_CSS = """<style>
+.stMain,[data-testid="stMain"],.stSidebar,[data-testid="stSidebar"]{direction:rtl}
+</style>"""
 
 ss = st.session_state
-ss.setdefault("lang", "sv")
+
+
+def browser_locale() -> object:
+    """The browser's language (navigator.language, "ar-SA"), None without a browser."""
+    try:
+        return st.context.locale
+    except Exception:  # no browser session
+        return None
+
+
+# The UI's language: the browser's until the user chooses one, then the user's choice.
+if not ss.get("lang_chosen") or ss.get("lang_choice") not in language_codes():
+    ss.lang_choice = initial_language(browser_locale())
+ss.lang = ss.lang_choice
+
+
+def t(key: str) -> str:
+    return catalogue_text(key, ss.lang)
+
+
+st.set_page_config(page_title=t("title"), page_icon="💬", layout="centered")
 ss.setdefault("messages", [])  # {"role", "content", "result"?}
 ss.setdefault("api_key", None)
 ss.setdefault("role", "public")
@@ -35,10 +88,9 @@ ss.setdefault("admin", False)
 # the request id are captions, so raise them to WCAG AA contrast (at least 4.5:1).
 st.markdown("<style>[data-testid='stCaptionContainer']{opacity:1;color:#3d4451}</style>",
             unsafe_allow_html=True)
-
-
-def t(key: str) -> str:
-    return T[ss.lang][key]
+st.markdown(DIRECTION_CSS, unsafe_allow_html=True)
+if direction(ss.lang) == "rtl":
+    st.markdown(RTL_CSS, unsafe_allow_html=True)
 
 
 def client_ip() -> str | None:
@@ -64,12 +116,25 @@ def is_admin(key: str) -> bool:
 
 # --- sidebar: language, sign-in, navigation ------------------------------------------------------
 
+def choose_language() -> None:
+    ss.lang_chosen = True  # from now on the user's choice, not the browser's language
+
+
+def page_choice() -> str:
+    """The page chosen in the sidebar ("chat", "corpora", "evaluation", "audit"); it stays
+    chosen when the language (and so the radio's labels) changes."""
+    ids = ["chat", "corpora", "evaluation"] + (["audit"] if ss.admin else [])
+    labels = [t(i) for i in ids]
+    if ss.get("page") not in labels:
+        ss.page = t(ss.page_id) if ss.get("page_id") in ids else labels[0]
+    ss.page_id = ids[labels.index(st.radio(t("page"), labels, key="page"))]
+    return str(ss.page_id)
+
+
 with st.sidebar:
-    choice = st.radio("Språk / Language", ["Svenska", "English"],
-                      index=0 if ss.lang == "sv" else 1, horizontal=True, key="lang_choice")
-    ss.lang = "sv" if choice == "Svenska" else "en"
-    pages = [t("chat"), t("corpora"), t("evaluation")] + ([t("audit")] if ss.admin else [])
-    page = st.radio(t("page"), pages, key="page")
+    st.selectbox(t("language"), language_codes(), format_func=native_name, key="lang_choice",
+                 on_change=choose_language)
+    page = page_choice()
     st.divider()
     if ss.api_key:
         who = t("role_" + ss.role) + (f" · {t('admin')}" if ss.admin else "")
@@ -89,22 +154,30 @@ with st.sidebar:
             except BotRequestError:
                 st.error(t("bad_key"))
             except BotUnavailableError:
-                st.error(t("bot_down").format(url=BOT_URL))
+                st.error(t("bot_down"))
     if st.button(t("new_conversation"), key="new_conversation"):
         ss.messages = []
         st.rerun()
 
 
-def render_result(result: dict[str, Any]) -> None:
-    if result.get("notice"):
-        st.info(result["notice"])
-    st.caption(badge_text(ss.lang, result))
+def render_sources(result: dict[str, Any], n: int) -> None:
+    """The answer's sources as closed cards, each in the direction of its own text (a Swedish
+    source reads left to right in an Arabic answer)."""
     for c in result.get("citations", []):
-        with st.expander(f"[{c['number']}] {c['title']}"):
-            st.markdown(f"_{c['section']}_")
-            st.markdown(no_images(c["snippet"]))
+        title, snippet = no_images(str(c["title"])), no_images(str(c["snippet"]))
+        with st.container(key=f"dir-{text_direction(title + snippet)}-src-{n}-{c['number']}"), \
+                st.expander(f"[{c['number']}] {title}"):
+            st.markdown(f"_{no_images(str(c['section']))}_")
+            st.markdown(snippet)
             link = c.get("url") or c.get("source")
-            st.markdown(f"{t('source')}: `{c['corpus']}` · {link}")
+            with st.container(key=f"dir-{direction(ss.lang)}-ref-{n}-{c['number']}"):
+                st.markdown(f"{t('source')}: `{c['corpus']}` · {no_images(str(link))}")
+
+
+def render_result(result: dict[str, Any], n: int) -> None:
+    """Everything under an answer: its badge (in the UI's language), sources and feedback."""
+    st.caption(badge_text(ss.lang, result))
+    render_sources(result, n)
     rid = result.get("request_id")
     if rid:
         rating = st.feedback("thumbs", key=f"fb_{rid}")
@@ -125,22 +198,28 @@ def show_examples() -> None:
     """Example questions as buttons; a click asks it on the next run."""
     st.write(t("examples"))
     cols = st.columns(2)
-    for i, q in enumerate(EXAMPLES[ss.role][ss.lang]):
+    for i, q in enumerate(examples(ss.role, ss.lang)):
         if cols[i % 2].button(q, key=f"ex_{i}"):
             ss.pending = q
             st.rerun()
 
 
 def show_conversation() -> None:
-    for m in ss.messages:
+    """Each question in the direction of its text, each answer (and the bot's notice) in the
+    direction of the answer's language, whatever the UI's language."""
+    for n, m in enumerate(ss.messages):
+        result = m.get("result")
+        way = direction(result.get("lang")) if result else text_direction(m["content"])
         with st.chat_message(m["role"]):
-            result = m.get("result")
-            if result and result.get("refused"):
-                st.warning(no_images(m["content"]))
-            else:
-                st.markdown(no_images(m["content"]))
+            with st.container(key=f"dir-{way}-msg-{n}"):
+                if result and result.get("refused"):
+                    st.warning(no_images(m["content"]))
+                else:
+                    st.markdown(no_images(m["content"]))
+                if result and result.get("notice"):
+                    st.info(no_images(str(result["notice"])))
             if result:
-                render_result(result)
+                render_result(result, n)
 
 
 def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
@@ -155,11 +234,13 @@ def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
             elif kind == "final":
                 final.update(data)
 
-    with st.chat_message("assistant"):
+    # While it is written its language is not known yet: each paragraph takes the direction of
+    # its first letter (the finished answer is shown again in its language's direction).
+    with st.chat_message("assistant"), st.container(key="dir-auto-msg-stream"):
         try:
             st.write_stream(no_images_stream(tokens()))
         except BotUnavailableError:
-            st.error(t("bot_down").format(url=BOT_URL))
+            st.error(t("bot_down"))
             return None
         except BotRequestError as exc:
             st.error(f"{t('error')}: {exc.detail}")
@@ -170,7 +251,7 @@ def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
 def ask(question: str) -> None:
     ss.pending = None
     ss.messages.append({"role": "user", "content": question})
-    with st.chat_message("user"):
+    with st.chat_message("user"), st.container(key=f"dir-{text_direction(question)}-msg-ask"):
         st.markdown(no_images(question))
     history = [{"role": m["role"], "content": m["content"]} for m in ss.messages]
     final = stream_answer(history)
@@ -185,7 +266,7 @@ def chat_page() -> None:
     st.title(t("title"))
     st.info(t("ai_notice"), icon="🤖")
     if not client().healthy():
-        st.error(t("bot_down").format(url=BOT_URL))
+        st.error(t("bot_down"))
         return
     if not ss.messages:
         show_examples()
@@ -200,7 +281,7 @@ def corpora_page() -> None:
     try:
         rows = client().corpora()
     except (BotUnavailableError, BotRequestError):
-        st.error(t("bot_down").format(url=BOT_URL))
+        st.error(t("bot_down"))
         return
     st.dataframe(
         [{k: r.get(k) for k in ("name", "title", "audience", "sensitivity", "documents",
@@ -209,11 +290,11 @@ def corpora_page() -> None:
     )
 
 
-if page == t("chat"):
+if page == "chat":
     chat_page()
-elif page == t("corpora"):
+elif page == "corpora":
     corpora_page()
-elif page == t("audit") and ss.admin:
+elif page == "audit" and ss.admin:
     admin.audit_page(client(), t)
 else:
     admin.evaluation_page(REPORTS, t)

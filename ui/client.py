@@ -75,12 +75,12 @@ class BotClient:
                    json={"request_id": request_id, "token": token, "rating": rating,
                          "comment": comment or None})
 
-    def chat_stream(self, messages: list[dict[str, str]], lang: str | None = None
-                    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """("token", {"text"}) events while the answer is written, then ("final", result)."""
+    def chat_stream(self, messages: list[dict[str, str]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """("token", {"text"}) events while the answer is written, then ("final", result).
+
+        No ``lang``: the bot answers in the question's language (it detects it); the UI's
+        language is the user's choice for the page, not for the answers."""
         body: dict[str, Any] = {"messages": messages, "stream": True}
-        if lang:
-            body["lang"] = lang
         try:
             with httpx.stream("POST", f"{self.base_url.rstrip('/')}/v1/chat", json=body,
                               headers=self._headers(), timeout=self.timeout_s) as r:

@@ -38,7 +38,7 @@ class Source:
 @dataclass(frozen=True)
 class GenerationRequest:
     question: str
-    lang: Literal["sv", "en"]
+    lang: str
     sources: list[Source] = field(default_factory=list)
 
 

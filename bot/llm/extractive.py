@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import sentencex
 
-from bot.answerability import Reading, ScoredSpan, SourceText, Span, read
+from bot.answerability import Reading, ScoredSpan, SourceText, Span, foreign, read
 from bot.llm.base import ChatProvider, GenerationRequest, Source
 from bot.overlap import stem_set
 from bot.texts import text as catalogue_text
@@ -76,14 +76,18 @@ def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
     return [head, *lines] if head else lines
 
 
-def _sentence_passage(reading: Reading, best: ScoredSpan) -> list[str]:
+def _sentence_passage(reading: Reading, best: ScoredSpan, other_lang: bool = False
+                      ) -> list[str]:
     block = [x for x in _block_spans(reading, best.span) if x.span.kind == "sentence"]
     at = next((i for i, x in enumerate(block) if x.span.pos == best.span.pos), 0)
     start = at - 1 if at > 0 and _ANAPHOR.match(block[at].span.text) else at
     picked = list(block[start : at + 1])
     for x in block[at + 1 :]:
-        if len(picked) >= MAX_SENTENCES:
+        if len(picked) >= MAX_SENTENCES + other_lang:
             break
+        if other_lang:  # a reader of another language gets the paragraph's context
+            picked.append(x)
+            continue
         prev = picked[-1].span.text
         if _CONTINUES.match(x.span.text) or len(x.span.text) < 45 or prev.endswith(":") \
                 or x.score >= 0.7 * best.score:
@@ -98,12 +102,12 @@ def _sentence_passage(reading: Reading, best: ScoredSpan) -> list[str]:
     return out
 
 
-def passage(reading: Reading, best: ScoredSpan) -> list[str]:
+def passage(reading: Reading, best: ScoredSpan, other_lang: bool = False) -> list[str]:
     if best.span.kind == "item":
         lines = _list_passage(reading, best)
         if lines:
             return lines
-    return _sentence_passage(reading, best)
+    return _sentence_passage(reading, best, other_lang)
 
 
 def _choose_best(reading: Reading, lang: str, sources: Sequence[Source]) -> ScoredSpan | None:
@@ -144,16 +148,26 @@ def extractive_answer(request: GenerationRequest) -> str:
     best = _choose_best(reading, request.lang, request.sources)
     if best is None:
         return catalogue_text("no_match", request.lang)
-    lines = passage(reading, best)
+    lines = passage(reading, best, foreign(request.lang))
     second = _second(reading, best, request.sources, " ".join(lines))
     if second is not None:
         lines.append(" ".join(_sentence_passage(reading, second)[:2]))
     sep = "\n" if any(ln.startswith(("- ", "1. ")) for ln in lines) else " "
     text = sep.join(ln for ln in lines if ln)
     used = {best.span.src} | ({second.span.src} if second else set())
-    if request.lang == "en" and all(request.sources[i].lang == "sv" for i in used):
-        text = f"{catalogue_text('sources_in_swedish', 'en')}\n{text}"
-    return text
+    framing = framing_text(request.lang, {request.sources[i].lang for i in used})
+    return f"{framing}\n{text}" if framing else text
+
+
+def framing_text(lang: str, source_langs: set[str]) -> str:
+    """In the question's language, which language the quoted sources are in ("Die Quellen
+    sind auf Schwedisch; die relevanten Abschnitte:"); nothing when they are in its own."""
+    if lang in source_langs:
+        return ""
+    key = f"sources_in_{next(iter(source_langs))}" if len(source_langs) == 1 else \
+        "sources_in_mixed"
+    return catalogue_text(key if key in ("sources_in_sv", "sources_in_en") else
+                          "sources_in_mixed", lang)
 
 
 class ExtractiveProvider(ChatProvider):
