@@ -23,6 +23,7 @@ from bot.http.trail import AuditMiddleware
 from bot.ratelimit import RateLimiter
 from bot.schemas import ErrorOut
 from bot.service import ChatService
+from gbg.i18n.detect import warm as detect_warm
 from gbg.labels import Role
 from gbg.settings import Settings
 
@@ -38,6 +39,7 @@ def _warm_up(state: AppState) -> None:
     (measured: client timeouts at 30 s with 50 users). Chroma being down is not fatal: the
     worker starts, answers 503 and builds on a later request."""
     started = time.perf_counter()
+    detect_warm()  # the language models (a few seconds), not inside the first question
     try:
         svc = state.get_service()
         for role in Role:
