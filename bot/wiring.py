@@ -10,8 +10,16 @@ from bot.pii import Detector, detector_from_corpora
 from bot.retrieval.retriever import HybridRetriever
 from bot.service import ChatService
 from gbg.settings import Settings
+from ingest.embed_cache import with_cache
 from ingest.embedders import Embedder, get_embedder
 from ingest.store import ChromaStore
+
+
+def _query_embedder(settings: Settings) -> Embedder:
+    """The embedder for questions and the reader's spans: recent query vectors kept in memory
+    and the shipped pack read, but nothing written to disk per request."""
+    base = get_embedder(settings.embedder)
+    return with_cache(base, None, settings.corpora_dir) if settings.embedder.cache else base
 
 
 def build_detector(retriever: HybridRetriever) -> Detector:
@@ -32,7 +40,7 @@ def build_service(
     retriever_cls: type[HybridRetriever] = HybridRetriever,
 ) -> ChatService:
     retriever = retriever_cls(
-        ChromaStore.from_settings(settings), embedder or get_embedder(settings.embedder),
+        ChromaStore.from_settings(settings), embedder or _query_embedder(settings),
         settings.retrieval,
     )
     return ChatService(settings, retriever, build_providers(settings),

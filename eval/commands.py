@@ -27,7 +27,7 @@ from eval.retrieval import (
 )
 from eval.suites import EVAL_DIR, RandomRetriever, apply_config, load_config, load_gold, run_suites
 from gbg.settings import ProviderSettings, Settings
-from ingest.embedders import get_embedder
+from ingest.embed_cache import embedder_for
 
 Progress = Callable[[str, int], Callable[[], None]]
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def retrieval_eval(settings: Settings, dataset: str, data: Path, split: str | No
     if limit:
         ds.queries = ds.queries[:limit]
     s = dataset_settings(settings, ds)
-    embedder = get_embedder(s.embedder)
+    embedder = embedder_for(s)
     progress(f"ingest {ds.name}", 1)
     ingest_report = build_store(s, embedder)
     step = progress("queries", len(ds.queries) * len(MODES))
@@ -80,7 +80,7 @@ def answer_eval(base: Settings, data: Path, providers: list[str], limit: int,
     ds, questions = load_squad(data, base.data_dir / "eval" / "squad-src")
     s = dataset_settings(base, ds)
     _materialise(s, ds)
-    emb = get_embedder(s.embedder)
+    emb = embedder_for(s)
     build_store(s, emb)
     check = set(squad_check_articles(sorted({q.article for q in questions})))
     parts = {name: balanced(qs, limit) for name, qs in by_part(questions, check).items()}

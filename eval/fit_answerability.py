@@ -165,11 +165,11 @@ def _materialise(s: Settings, name: str, corpus: Path) -> None:
 
 def _dataset_service(base: Settings, ds: Any) -> ChatService:
     from eval.retrieval import build_store, dataset_settings
-    from ingest.embedders import get_embedder
+    from ingest.embed_cache import embedder_for
 
     s = dataset_settings(base, ds)
     _materialise(s, ds.name, ds.corpus_path)
-    emb = get_embedder(s.embedder)
+    emb = embedder_for(s)
     build_store(s, emb)
     s.llm.providers = {"extractive": ProviderSettings(kind="extractive")}
     return build_service(s, embedder=emb, audit=AuditStore("sqlite://"))

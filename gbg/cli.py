@@ -100,7 +100,9 @@ def ingest(
         str | None, typer.Option(help="Use a Chroma server at this host.")
     ] = None,
     chroma_port: Annotated[int | None, typer.Option(help="Chroma server port.")] = None,
-    rebuild: Annotated[bool, typer.Option(help="Drop and re-embed the collections.")] = False,
+    rebuild: Annotated[bool, typer.Option(help="Drop and rebuild the collections.")] = False,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Embed every passage again, without the embedding cache.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit non-zero on any error.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each document.")] = False,
@@ -109,7 +111,7 @@ def ingest(
     _logging(verbose)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ingest.embedders import get_embedder
+    from ingest.embed_cache import embedder_for
     from ingest.errors import IngestError
     from ingest.manifest import discover_manifests
     from ingest.pipeline import ingest_all
@@ -119,7 +121,7 @@ def ingest(
     try:
         manifests = discover_manifests(settings.corpora_dir, corpus or None)
         store = ChromaStore.from_settings(settings)
-        embedder = get_embedder(settings.embedder)
+        embedder = embedder_for(settings, cache=False if no_cache else None)
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=err, transient=False, disable=json_out,

@@ -38,6 +38,11 @@ class EmbedderSettings(BaseModel):
         description="sentence-transformers model name or local path (ignored for e5).",
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
+    cache: bool = Field(
+        default=True,
+        description="Embed each passage once per embedder and exact text: vectors are kept in "
+        "<data_dir>/embed-cache and read from the pack shipped with the bundled corpora.",
+    )
 
 
 class ChunkSettings(BaseModel):

@@ -21,7 +21,11 @@ from tests.helpers import make_service as make_service
 
 @pytest.fixture(scope="session")
 def e5() -> Embedder:
-    return E5Embedder()
+    """The real e5 model, behind the embedding cache's shipped pack (read-only): the bundled
+    corpora ingest in seconds, every other text is embedded."""
+    from ingest.embed_cache import with_cache
+
+    return with_cache(E5Embedder(), None, CORPORA)
 
 
 @pytest.fixture
