@@ -11,7 +11,7 @@ from bot.retrieval.retriever import HybridRetriever
 from bot.service import ChatService
 from gbg.settings import Settings
 from ingest.embed_cache import with_cache
-from ingest.embedders import Embedder, get_embedder
+from ingest.embedders import Embedder, check_clearance, get_embedder
 from ingest.store import ChromaStore
 
 
@@ -39,9 +39,9 @@ def build_service(
     audit: AuditStore | None = None,
     retriever_cls: type[HybridRetriever] = HybridRetriever,
 ) -> ChatService:
-    retriever = retriever_cls(
-        ChromaStore.from_settings(settings), embedder or _query_embedder(settings),
-        settings.retrieval,
-    )
+    query_embedder = embedder or _query_embedder(settings)
+    check_clearance(query_embedder, {}, questions=True)
+    retriever = retriever_cls(ChromaStore.from_settings(settings), query_embedder,
+                              settings.retrieval)
     return ChatService(settings, retriever, build_providers(settings),
                        audit or AuditStore(settings.audit_url), build_detector(retriever))

@@ -32,12 +32,30 @@ class ChromaSettings(BaseModel):
 
 
 class EmbedderSettings(BaseModel):
-    backend: Literal["e5", "sentence-transformers"] = "e5"
+    backend: Literal["e5", "sentence-transformers", "ollama", "openai"] = "e5"
     model: str | None = Field(
         default=None,
-        description="sentence-transformers model name or local path (ignored for e5).",
+        description="sentence-transformers model name or local path; the model name on an "
+        "Ollama or OpenAI-compatible embedding server (ignored for e5).",
     )
     batch_size: int = Field(default=32, ge=1, le=1024)
+    base_url: str | None = Field(
+        default=None, description="Embedding server: Ollama (http://gpu-node:11434) or an "
+        "OpenAI-compatible /v1 endpoint (Text Embeddings Inference, vLLM, llama.cpp server).")
+    api_key_env: str | None = Field(
+        default=None, description="Environment variable holding the server's API key, if any.")
+    timeout_s: float = Field(default=30.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10,
+                         description="Retries on a connection error, 429 or 5xx, with backoff.")
+    query_prefix: str = Field(
+        default="", description='Prepended to questions (e5 models want "query: ").')
+    passage_prefix: str = Field(
+        default="", description='Prepended to passages (e5 models want "passage: ").')
+    location: Literal["local", "cloud"] = Field(
+        default="local",
+        description="Where the embedding server runs. A server on the city's own machines is "
+        "cleared for every corpus; a cloud endpoint only for public corpora, and never for the "
+        "bot, whose questions can carry personal data.")
     cache: bool = Field(
         default=True,
         description="Embed each passage once per embedder and exact text: vectors are kept in "

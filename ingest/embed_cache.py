@@ -34,7 +34,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.stores import ByteStore
 
 from gbg.settings import Settings
-from ingest.embedders import Embedder, get_embedder
+from ingest.embedders import Embedder, embedder_location, get_embedder
 
 PACK_DIR = "embedding-cache"
 QUERY_CACHE_SIZE = 4096
@@ -139,6 +139,7 @@ class CachedEmbedder(Embedder):
         self.inner = inner
         self.name = inner.name
         self.dim = inner.dim
+        self.location = embedder_location(inner)  # a cache does not move texts anywhere
         self.namespace = namespace(inner)
         self._cached = CacheBackedEmbeddings.from_bytes_store(
             _Counting(self), store, namespace=self.namespace, key_encoder="sha256")

