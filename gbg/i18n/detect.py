@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from functools import cache
 from typing import Any, Final
 
@@ -33,9 +34,8 @@ _SWEDISH_LETTERS = re.compile(r"[åäöÅÄÖ]")
 _lock = threading.Lock()
 
 
-@cache
-def _detector() -> Any:
-    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+def _languages() -> list[Any]:
+    from lingua import IsoCode639_1, Language
 
     codes = {c for lang in languages().values() for c in lang.detect} | set(OTHERS)
     known = []
@@ -43,11 +43,29 @@ def _detector() -> Any:
         iso = getattr(IsoCode639_1, code.upper(), None)
         if iso is not None:
             known.append(Language.from_iso_code_639_1(iso))
-    return LanguageDetectorBuilder.from_languages(*known).with_preloaded_language_models().build()
+    return known
+
+
+@cache
+def _detector() -> Any:
+    from lingua import LanguageDetectorBuilder
+
+    return LanguageDetectorBuilder.from_languages(*_languages()) \
+        .with_preloaded_language_models().build()
 
 
 def warm() -> None:
-    """Load the models now (a few seconds), not on the first question."""
+    """Load the models now (a few seconds), not on the first question: one language at a time
+    (lingua keeps loaded models for the whole process), so that the loading never holds the
+    interpreter for more than a fraction of a second (a server's supervisor pings its workers
+    meanwhile and restarts one that does not answer)."""
+    from lingua import Language, LanguageDetectorBuilder
+
+    for lang in _languages():
+        other = Language.ENGLISH if lang != Language.ENGLISH else Language.SWEDISH
+        LanguageDetectorBuilder.from_languages(lang, other).with_preloaded_language_models() \
+            .build()
+        time.sleep(0.01)
     with _lock:
         _detector()
 
