@@ -23,8 +23,8 @@ import sentencex
 from bot.llm.base import Source
 from bot.overlap import stem_set, weighted_coverage
 from bot.retrieval.lexical import Decompounder, stem, swedish_lexicon, words
+from gbg.i18n.detect import detect
 from ingest.embedders import Embedder
-from ingest.lang import detect_language
 
 _MARK = re.compile(r"\[(\d{1,2})\]")
 _NUMBER_WORDS = {
@@ -37,6 +37,23 @@ _NEGATIONS = frozenset(
     "inte ej icke aldrig ingen inget inga utan saknas saknar not no never without cannot can't "
     "don't doesn't isn't aren't won't none".split()
 )
+# A claim in another answer language over Swedish or English sources is read with its own
+# language's negations too (only its own: Finnish "en" is the Swedish article).
+_NEGATIONS_BY_LANG: dict[str, frozenset[str]] = {
+    lang: frozenset(ws.split()) for lang, ws in {
+        "de": "nicht kein keine keinen keiner keinem nie niemals ohne",
+        "nb": "ikke ingen intet aldri uten", "nn": "ikkje ingen aldri utan",
+        "da": "ikke ingen intet aldrig uden",
+        "fi": "ei eivät en et emme ette älä ilman koskaan",
+        "fr": "ne pas jamais aucun aucune sans non",
+        "es": "no nunca ningún ninguna ninguno sin jamás",
+        "pl": "nie nigdy bez żaden żadna żadne",
+        "tr": "değil yok asla hiç", "bs": "ne nije nisu nema nikad nikada bez",
+        "hr": "ne nije nisu nema nikad nikada bez", "sr": "ne nije nisu nema nikad nikada bez",
+        "so": "ma maaha majiro", "ar": "لا ليس ليست لم لن بدون غير",
+        "fa": "نه نمی نیست نباید بدون هرگز",
+    }.items()
+}
 _META = re.compile(
     r"(vet inte|känner inte till|hittar inget|hittar ingen|inte information|framgår inte|"
     r"kontaktcenter|031-365 ?00 ?00|goteborg\.se|do not know|don't know|could not find|"
@@ -242,12 +259,12 @@ class CitationVerifier:
         missing = claim_numbers(sentence) - _normalise_numbers(text)
         if missing:
             return SentenceCheck(sentence, cited, False, "number")
-        claim_lang = detect_language(_MARK.sub("", sentence))
+        claim_lang = detect(_MARK.sub("", sentence))[1]  # any language, not only sv and en
         cross = all(s.lang != claim_lang for s in cited_sources)
         view = views.setdefault(cited, _SourceView(cited_sources)) if views is not None \
             else _SourceView(cited_sources)
         related = self._related_sentences(sentence, view, cross)
-        neg_claim = _negated(sentence)
+        neg_claim = _negated(sentence, claim_lang)
         if related:
             # A negated claim needs a negated sentence among those it is about; an affirmative
             # claim must not rest on a sentence that says the opposite.
@@ -301,5 +318,6 @@ def _units(text: str) -> set[str]:
     return out
 
 
-def _negated(text: str) -> bool:
-    return bool(set(words_with_stop(text)) & _NEGATIONS)
+def _negated(text: str, lang: str | None = None) -> bool:
+    return bool(set(words_with_stop(text)) & (_NEGATIONS | _NEGATIONS_BY_LANG.get(lang or "",
+                                                                               frozenset())))

@@ -191,3 +191,39 @@ def test_the_caller_can_ask_for_a_language_and_an_unknown_one_is_a_422(
     assert d["lang"] == "nb"
     r = ask(client, "Hur tar jag mig till Liseberg?", lang="klingon")
     assert r.status_code == 422 and "unsupported language" in r.text
+
+
+# --- the citation verifier across languages ----------------------------------------------------
+
+LANDVETTER = [Source(1, "Landvetter", "Flygbussarna går från Landvetter flygplats till Nils "
+                     "Ericson-terminalen i centrum. Resan tar ungefär 30 minuter.", "sv")]
+
+
+@pytest.mark.parametrize(("supported_claim", "unsupported_claim"), [
+    ("Die Flughafenbusse fahren von Landvetter zum Nils Ericson-Terminal im Zentrum [1].",
+     "Vom Flughafen fährt jede Stunde ein Zug nach Oslo [1]."),
+    ("Les bus de l'aéroport vont de Landvetter au terminal Nils Ericson au centre-ville [1].",
+     "Un train part de l'aéroport vers Oslo toutes les heures [1]."),
+    ("Lotniskowe autobusy jeżdżą z Landvetter do terminalu Nils Ericson w centrum [1].",
+     "Z lotniska co godzinę odjeżdża pociąg do Oslo [1]."),
+])
+def test_the_citation_verifier_reads_an_answer_in_another_language_by_meaning(
+        e5: Embedder, supported_claim: str, unsupported_claim: str) -> None:
+    from bot.citations import CitationVerifier
+
+    verifier = CitationVerifier(e5)
+    ok = verifier.verify(supported_claim, LANDVETTER)
+    bad = verifier.verify(unsupported_claim, LANDVETTER)
+    assert ok.grounded, ok.checks
+    assert not bad.grounded, bad.checks
+
+
+def test_a_negated_claim_in_another_language_needs_a_negated_source(e5: Embedder) -> None:
+    from bot.citations import CitationVerifier
+
+    source = [Source(1, "Flygbuss", "Västtrafiks biljetter gäller inte på flygbussen.", "sv")]
+    verifier = CitationVerifier(e5)
+    assert verifier.verify("Västtrafik-Tickets gelten nicht im Flughafenbus [1].",
+                           source).grounded
+    assert not verifier.verify("Västtrafik-Tickets gelten im Flughafenbus [1].",
+                               source).grounded
