@@ -64,6 +64,10 @@ class CorpusOut(BaseModel):
     documents: int | None = None
     last_ingest: str | None = None
     readable: bool
+    state: str = Field(default="ready", description="ready, or ingesting: not answered from "
+                       "until the ingest ends")
+    progress: str | None = Field(default=None, description="While ingesting: documents done "
+                                 "of the total.")
 
 
 class ErrorOut(BaseModel):

@@ -353,15 +353,21 @@ def up(
     ui_port: Annotated[int, typer.Option(help="UI port.")] = 8501,
     no_serve: Annotated[bool, typer.Option(help="Only ingest; do not start the services.")] = False,
 ) -> None:
-    """Ingest what changed in the bundled corpora, then start the bot and the UI."""
+    """Start the bot and the UI at once and ingest what changed in the bundled corpora beside
+    them: a corpus still being ingested is reported as such (/readyz, /v1/corpora, the UI's
+    corpora page) and not answered from; the others are."""
     import os
     import signal
     import subprocess
     import time
 
-    ingest(corpus=None, corpora_dir=None, data_dir=None, chroma_host=None, chroma_port=None,
-           rebuild=False, strict=False, json_out=False, verbose=False)
+    def run_ingest() -> None:
+        ingest(corpus=None, corpora_dir=None, data_dir=None, chroma_host=None,
+               chroma_port=None, rebuild=False, strict=False, json_out=False, verbose=False,
+               no_cache=False)
+
     if no_serve:
+        run_ingest()
         return
     env = {**os.environ, "GBG_UI__BOT_URL": f"http://{host}:{port}"}
     bot = subprocess.Popen([sys.executable, "-m", "gbg", "serve", "--host", host, "--port",
@@ -376,6 +382,7 @@ def up(
     signal.signal(signal.SIGTERM, stop)  # a service manager's stop: the children go too
     interrupted = False
     try:
+        run_ingest()
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
     except KeyboardInterrupt:

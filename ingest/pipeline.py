@@ -197,12 +197,14 @@ class Ingestor:
                     listing_complete = False
         if on_total:
             on_total(len(work))
+        col.mark_ingesting(manifest, self.embedder.name, 0, len(work))
 
-        for kind, item in work:
+        for done, (kind, item) in enumerate(work, start=1):
             pending.extend(self._load_and_chunk(manifest, kind, item, states, report, seen))
             if sum(len(p.ids) for p in pending) >= self.settings.embedder.batch_size * 2:
                 self._flush(col, pending, report)
                 pending = []
+                col.mark_ingesting(manifest, self.embedder.name, done, len(work))
             if on_advance:
                 on_advance(str(item))
         self._flush(col, pending, report)

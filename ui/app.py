@@ -283,11 +283,24 @@ def corpora_page() -> None:
     except (BotUnavailableError, BotRequestError):
         st.error(t("bot_down"))
         return
+    # A corpus still being ingested is not answered from yet: its progress is shown.
+    for r in rows:
+        if r.get("state") == "ingesting":
+            st.progress(_share(r.get("progress")), text=f"{r.get('title')}: {r.get('progress')}")
     st.dataframe(
-        [{k: r.get(k) for k in ("name", "title", "audience", "sensitivity", "documents",
-                                "chunks", "last_ingest")} for r in rows],
+        [{k: r.get(k) for k in ("name", "title", "state", "audience", "sensitivity",
+                                "documents", "chunks", "last_ingest")} for r in rows],
         hide_index=True, width="stretch",
     )
+
+
+def _share(progress: object) -> float:
+    """"12/40" as 0.3 (0 when the total is not known yet)."""
+    try:
+        done, total = (int(x) for x in str(progress).split("/"))
+    except ValueError:
+        return 0.0
+    return min(1.0, done / total) if total > 0 else 0.0
 
 
 if page == "chat":

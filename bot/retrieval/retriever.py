@@ -23,6 +23,7 @@ from bot.retrieval.index import RoleIndex, RoleIndexes, Signature
 from bot.retrieval.lexical import words
 from bot.retrieval.types import (
     CorpusNotPermittedError,
+    CorpusNotReadyError,
     RetrievalOptions,
     RetrievedChunk,
     UnknownCorpusError,
@@ -31,7 +32,7 @@ from gbg.labels import Role, can_read, readable_audiences
 from gbg.settings import RetrievalSettings
 from ingest.embedders import Embedder
 from ingest.errors import StoreUnavailableError
-from ingest.store import ChromaStore, CorpusCollection, CorpusSnapshot, chunk_id
+from ingest.store import INGESTING, ChromaStore, CorpusCollection, CorpusSnapshot, chunk_id
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,13 @@ class HybridRetriever:
         self._snapshot(force=True)
 
     def collections_for(self, role: Role) -> dict[str, CorpusCollection]:
+        """The role's corpora that are ready: one still being ingested is not answered from."""
         allowed = {str(a) for a in readable_audiences(role)}
         return {
             name: entry.collection
             for name, entry in self._snapshot().items()
             if str(entry.metadata.get("audience")) in allowed
+            and entry.metadata.get("state") != INGESTING
         }
 
     def corpora(self) -> dict[str, dict[str, Any]]:
@@ -119,6 +122,12 @@ class HybridRetriever:
         if unknown:
             # Do not reveal which corpora exist beyond what the role may read.
             raise UnknownCorpusError(unknown, sorted(readable))
+        snap = self._snapshot()
+        busy = [c for c in corpora if c not in readable
+                and snap[c].metadata.get("state") == INGESTING
+                and can_read(role, str(snap[c].metadata.get("audience")))]
+        if busy:
+            raise CorpusNotReadyError(busy, [_progress(snap[c].metadata) for c in busy])
         denied = [c for c in corpora if c not in readable]
         if denied:
             raise CorpusNotPermittedError(denied, role)
@@ -256,3 +265,8 @@ class HybridRetriever:
                     out.append(RetrievedChunk(ch.id, ch.text, ch.metadata, h.score * 0.5,
                                               rank=h.rank, neighbor_of=h.id))
         return out
+
+
+def _progress(meta: dict[str, Any]) -> str:
+    done, total = meta.get("progress_done"), meta.get("progress_total")
+    return f"{done} of {total} documents" if isinstance(total, int) and total >= 0 else "started"

@@ -26,6 +26,16 @@ class CorpusNotPermittedError(RetrievalError):
         super().__init__(f"role {role.value!r} may not read corpus {', '.join(corpora)}")
 
 
+class CorpusNotReadyError(RetrievalError):
+    """A corpus asked for by name is still being ingested: answering from half of it would
+    mislead, so the caller is told to come back."""
+
+    def __init__(self, corpora: Sequence[str], progress: Sequence[str]) -> None:
+        self.corpora = list(corpora)
+        parts = [f"{c} ({p})" for c, p in zip(corpora, progress, strict=True)]
+        super().__init__(f"corpus {', '.join(parts)} is still being ingested; try again shortly")
+
+
 class UnknownCorpusError(RetrievalError):
     def __init__(self, corpora: Sequence[str], known: Sequence[str]) -> None:
         self.corpora = list(corpora)

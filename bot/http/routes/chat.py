@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from bot.http import sse
 from bot.http.deps import STORE_ERRORS, Caller, Service, State, Trail
 from bot.models import ChatRequest, ChatResult, DecidedEvent, FinalEvent, Message, StreamEvent
-from bot.retrieval.types import CorpusNotPermittedError, UnknownCorpusError
+from bot.retrieval.types import CorpusNotPermittedError, CorpusNotReadyError, UnknownCorpusError
 from bot.schemas import ChatIn, ErrorOut
 from gbg.labels import Role
 from gbg.settings import BotSettings
@@ -48,6 +48,8 @@ def _decide(events: Iterator[StreamEvent]) -> DecidedEvent:
         raise HTTPException(422, str(exc)) from exc
     except CorpusNotPermittedError as exc:
         raise HTTPException(403, str(exc)) from exc
+    except CorpusNotReadyError as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from exc
     except STORE_ERRORS as exc:
         log.warning("chat planning: document store unavailable (%s)", type(exc).__name__)
         raise HTTPException(503, f"the document store is unavailable: {type(exc).__name__}",

@@ -24,6 +24,9 @@ def corpora(svc: Service, who: Caller) -> list[CorpusOut]:
             documents=int(meta["documents"]) if "documents" in meta else None,
             last_ingest=str(meta.get("last_ingest")) if meta.get("last_ingest") else None,
             readable=True,
+            state=str(meta.get("state") or "ready"),
+            progress=(f"{meta.get('progress_done')}/{meta.get('progress_total')}"
+                      if meta.get("state") == "ingesting" else None),
         )
         for name, meta in sorted(svc.retriever.corpora().items())
         if can_read(who.role, str(meta.get("audience")))

@@ -7,7 +7,7 @@ import anyio.to_thread
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from bot.http.deps import State
+from bot.http.deps import STORE_ERRORS, State
 from bot.schemas import ErrorOut
 
 router = APIRouter(tags=["ops"])
@@ -28,14 +28,24 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> JSONResponse:
     """Chroma and the configured providers answer."""
 
-    def check() -> tuple[bool, dict[str, bool]]:
+    def check() -> tuple[bool, dict[str, bool], dict[str, str]]:
         svc = state.get_service()
-        return (svc.retriever.store.heartbeat(),
-                {name: svc.provider_available(name) for name in svc.providers})
+        up = svc.retriever.store.heartbeat()
+        corpora: dict[str, str] = {}
+        if up:
+            try:
+                corpora = {name: str(meta.get("state") or "ready")
+                           for name, meta in sorted(svc.retriever.corpora().items())}
+            except STORE_ERRORS:
+                up = False
+        return up, {name: svc.provider_available(name) for name in svc.providers}, corpora
 
-    chroma, providers = await anyio.to_thread.run_sync(check, limiter=_PROBE_THREADS)
+    chroma, providers, corpora = await anyio.to_thread.run_sync(check, limiter=_PROBE_THREADS)
     ok = chroma and any(providers.values())
+    # Ready means the service answers; a corpus still being ingested is listed as such and is
+    # not answered from (the others are).
     return JSONResponse(
-        {"status": "ready" if ok else "unavailable", "chroma": chroma, "providers": providers},
+        {"status": "ready" if ok else "unavailable", "chroma": chroma, "providers": providers,
+         "corpora": corpora},
         status_code=200 if ok else 503,
     )
