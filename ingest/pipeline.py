@@ -176,42 +176,38 @@ class Ingestor:
         col.relabel(manifest)
         states = col.source_states()
         seen: set[str] = set()
-        listing_complete = True
         pending: list[_Pending] = []
-
-        work: list[tuple[str, Any]] = []
-        for src in manifest.sources:
-            if isinstance(src, FileSource):
-                work.extend(("file", p) for p in self.list_files(manifest, src))
-            elif isinstance(src, UrlListSource):
-                work.extend(("url", str(u)) for u in src.urls)
-            elif isinstance(src, SitemapSource):
-                try:
-                    fetcher = self._fetcher()
-                    limit = min(src.max_pages or self.settings.web.max_pages,
-                                self.settings.web.max_pages)
-                    work.extend(("url", u) for u in fetcher.sitemap_urls(
-                        str(src.url), src.include, limit, hosts=manifest_hosts(manifest)))
-                except LoaderError as exc:
-                    report.errors.append(str(exc))
-                    listing_complete = False
+        work, listing_complete = self._work(manifest, report)
         if on_total:
             on_total(len(work))
-        col.mark_ingesting(manifest, self.embedder.name, 0, len(work))
+        # Not answered from while it changes: marked when the first change is about to be
+        # written (an unchanged corpus stays ready through a rerun), a new one at once.
+        marked = False
 
+        def mark(done: int) -> None:
+            nonlocal marked
+            marked = True
+            col.mark_ingesting(manifest, self.embedder.name, done, len(work))
+
+        if col.count() == 0:
+            mark(0)
         for done, (kind, item) in enumerate(work, start=1):
             pending.extend(self._load_and_chunk(manifest, kind, item, states, report, seen))
             if sum(len(p.ids) for p in pending) >= self.settings.embedder.batch_size * 2:
+                mark(done - 1)
                 self._flush(col, pending, report)
                 pending = []
-                col.mark_ingesting(manifest, self.embedder.name, done, len(work))
             if on_advance:
                 on_advance(str(item))
+        if pending and not marked:
+            mark(len(work))
         self._flush(col, pending, report)
 
         if listing_complete:
             gone = sorted(name for name in states if name not in seen)
             stale = [cid for name in gone for cid in states[name].ids]
+            if stale and not marked:
+                mark(len(work))
             col.delete(stale)
             report.chunks_removed += len(stale)
             for name in gone:
@@ -228,6 +224,29 @@ class Ingestor:
             chunks=report.chunks_total,
         )
         return report
+
+    def _work(self, manifest: CorpusManifest, report: CorpusReport
+              ) -> tuple[list[tuple[str, Any]], bool]:
+        """Every file and page of the corpus, and whether the listing is complete (a sitemap
+        that could not be read means nothing may be removed this run)."""
+        work: list[tuple[str, Any]] = []
+        complete = True
+        for src in manifest.sources:
+            if isinstance(src, FileSource):
+                work.extend(("file", p) for p in self.list_files(manifest, src))
+            elif isinstance(src, UrlListSource):
+                work.extend(("url", str(u)) for u in src.urls)
+            elif isinstance(src, SitemapSource):
+                try:
+                    fetcher = self._fetcher()
+                    limit = min(src.max_pages or self.settings.web.max_pages,
+                                self.settings.web.max_pages)
+                    work.extend(("url", u) for u in fetcher.sitemap_urls(
+                        str(src.url), src.include, limit, hosts=manifest_hosts(manifest)))
+                except LoaderError as exc:
+                    report.errors.append(str(exc))
+                    complete = False
+        return work, complete
 
     def _fetcher(self) -> PoliteFetcher:
         if self.fetcher is None:
