@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bot.pii import DOUBT_KINDS, Detector
+from bot.pii import DOUBT_KINDS, Detector, covered_languages
 from gbg.labels import Sensitivity
 
 
@@ -24,6 +24,7 @@ def classify(
     role: str,
     detector: Detector,
     floor: Sensitivity = Sensitivity.public,
+    language: str | None = None,
 ) -> Classification:
     """The request's level and why. ``chunk_sensitivities`` are (corpus, sensitivity) pairs of
     the retrieved chunks; ``history`` holds the earlier turns (which can only raise the level);
@@ -41,6 +42,10 @@ def classify(
         if reason not in reasons:
             reasons.append(reason)
 
+    # A question in a language the vocabularies do not cover (French, Danish, Norwegian, or one
+    # we do not answer in): a name or a diagnosis could pass unseen, so it stays local.
+    if language and language not in covered_languages():
+        raise_to(Sensitivity.internal, f"doubt:language:{language}")
     # The conversation is read as one text: an id split across turns, or a person in turn 1 and
     # a diagnosis in turn 3, is found only in the joined text.
     asked = detector.kinds(question)

@@ -153,6 +153,13 @@ def _load(name: str) -> dict[str, dict[str, list[str]]]:
         return tomllib.load(f)
 
 
+@lru_cache(maxsize=1)
+def covered_languages() -> frozenset[str]:
+    """The languages the person and health vocabularies are written for: in any other, a name
+    or a diagnosis can pass unseen."""
+    return frozenset(_load("health")) & frozenset(_load("persons"))
+
+
 def _all(data: dict[str, dict[str, list[str]]], key: str) -> list[str]:
     return [w for lang in data.values() for w in lang.get(key, [])]
 

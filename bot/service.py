@@ -37,7 +37,7 @@ from bot.rewrite import rewrite
 from bot.routing import ProviderOption, route
 from bot.texts import text as catalogue_text
 from gbg.i18n import FALLBACK, canonical
-from gbg.i18n.detect import answer_language
+from gbg.i18n.detect import answer_language, detect
 from gbg.labels import Role
 from gbg.settings import Settings
 
@@ -121,17 +121,23 @@ class ChatService:
         if rewritten and query != question:
             history.append(query)
         chunks = [(h.corpus, str(h.metadata.get("sensitivity", "sensitive"))) for h in hits]
-        return classify(question, history, chunks, req.role.value, self.detector)
+        written = detect(question)[1]  # ISO 639-1: "fr", "da", "it" ...
+        return classify(question, history, chunks, req.role.value, self.detector,
+                        language=canonical(written) or written)
 
     def plan(self, req: ChatRequest) -> Plan:
         started = time.perf_counter()
         stages: dict[str, float] = {}
         question = req.messages[-1].content
         rw = rewrite(question, [m.content for m in req.messages[:-1] if m.role == "user"])
-        lang, unsupported = self.answer_language(question, rw.query if rw.rewritten else None,
-                                                 canonical(rw.lang) or canonical(req.lang))
-
-        read_lang = "und" if unsupported else lang  # a language we do not answer in
+        # The question is judged in the language it is written in (a language we do not answer
+        # in is read as one: "und"); a language asked for only sets the answer's language.
+        written, unsupported = self.answer_language(
+            question, rw.query if rw.rewritten else None, None)
+        read_lang = "und" if unsupported else written
+        asked = canonical(rw.lang) or canonical(req.lang)
+        lang = asked or written
+        unsupported = unsupported and not asked
         t = time.perf_counter()
         hits = self.retriever.retrieve(rw.query, req.role, RetrievalOptions(
             corpora=req.corpora, mode=policy.retrieval_mode(read_lang)))

@@ -353,9 +353,11 @@ def up(
     ui_port: Annotated[int, typer.Option(help="UI port.")] = 8501,
     no_serve: Annotated[bool, typer.Option(help="Only ingest; do not start the services.")] = False,
 ) -> None:
-    """Start the bot and the UI at once and ingest what changed in the bundled corpora beside
-    them: a corpus still being ingested is reported as such (/readyz, /v1/corpora, the UI's
-    corpora page) and not answered from; the others are."""
+    """Ingest what changed in the bundled corpora and start the bot and the UI. With a Chroma
+    server the services start at once and the ingest runs beside them (a corpus still being
+    ingested is reported as such and not answered from); with the embedded store, which one
+    process at a time may write and read, the ingest (seconds, from the embedding cache) comes
+    first."""
     import os
     import signal
     import subprocess
@@ -366,9 +368,11 @@ def up(
                chroma_port=None, rebuild=False, strict=False, json_out=False, verbose=False,
                no_cache=False)
 
-    if no_serve:
+    beside = bool(Settings().chroma.host)
+    if no_serve or not beside:
         run_ingest()
-        return
+        if no_serve:
+            return
     env = {**os.environ, "GBG_UI__BOT_URL": f"http://{host}:{port}"}
     bot = subprocess.Popen([sys.executable, "-m", "gbg", "serve", "--host", host, "--port",
                             str(port)], env=env)
@@ -382,7 +386,8 @@ def up(
     signal.signal(signal.SIGTERM, stop)  # a service manager's stop: the children go too
     interrupted = False
     try:
-        run_ingest()
+        if beside:
+            run_ingest()
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -51,11 +51,16 @@ class EmbedderSettings(BaseModel):
         default="", description='Prepended to questions (e5 models want "query: ").')
     passage_prefix: str = Field(
         default="", description='Prepended to passages (e5 models want "passage: ").')
-    location: Literal["local", "cloud"] = Field(
-        default="local",
+    location: Literal["local", "cloud"] | None = Field(
+        default=None,
         description="Where the embedding server runs. A server on the city's own machines is "
         "cleared for every corpus; a cloud endpoint only for public corpora, and never for the "
-        "bot, whose questions can carry personal data.")
+        "bot, whose questions can carry personal data. Unset: an OpenAI-compatible endpoint is "
+        "taken for a cloud one (say `local` for your own TEI or vLLM), the rest are local.")
+
+    @property
+    def where(self) -> Literal["local", "cloud"]:
+        return self.location or ("cloud" if self.backend == "openai" else "local")
     cache: bool = Field(
         default=True,
         description="Embed each passage once per embedder and exact text: vectors are kept in "

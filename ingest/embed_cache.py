@@ -49,6 +49,11 @@ def namespace(embedder: Embedder) -> str:
     except PackageNotFoundError:
         ver = "0"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{embedder.name}-{pkg}-{ver}").strip("-")
+    # A server's model is also its address, prefixes and dimension: the same model name on
+    # another server, or with another prefix, is another embedder.
+    identity = str(getattr(embedder, "identity", ""))
+    if identity:
+        slug += "-" + hashlib.sha256(identity.encode()).hexdigest()[:12]
     return f"{slug}/"
 
 
@@ -107,7 +112,8 @@ class LayeredStore(ByteStore):
             values = layer.mget([keys[i] for i in missing])
             still = []
             for i, v in zip(missing, values, strict=True):
-                if v is None:
+                # A file cut short (a write interrupted) is a miss: embedded and written again.
+                if v is None or not (v.startswith(b"[") and v.rstrip().endswith(b"]")):
                     still.append(i)
                 else:
                     found[i] = v
@@ -136,6 +142,7 @@ class CachedEmbedder(Embedder):
     vector either way; only the time to get it differs. ``misses`` counts passages embedded."""
 
     def __init__(self, inner: Embedder, store: ByteStore) -> None:
+        self.store = store
         self.inner = inner
         self.name = inner.name
         self.dim = inner.dim
@@ -176,6 +183,12 @@ class CachedEmbedder(Embedder):
 
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
+
+    def read_only(self) -> CachedEmbedder:
+        """The same cache without its writable layer: for a sensitive corpus, whose vectors are
+        not kept beside the store (a removed care plan must not live on in the cache)."""
+        packs = self.store.packs if isinstance(self.store, LayeredStore) else []
+        return CachedEmbedder(self.inner, LayeredStore(None, packs))
 
 
 class _Counting(Embeddings):
@@ -243,6 +256,7 @@ class _Recorder(Embedder):
         self.inner = inner
         self.name = inner.name
         self.dim = inner.dim
+        self.location = embedder_location(inner)
         self.texts: list[str] = []
         self.vectors: list[np.ndarray] = []
 

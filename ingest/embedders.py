@@ -22,7 +22,7 @@ from langchain_core.embeddings import Embeddings
 
 from gbg.settings import EmbedderSettings
 from ingest.chunking import approx_tokens
-from ingest.errors import IngestError
+from ingest.errors import EmbedderUnavailableError, IngestError
 
 
 class Embedder(Embeddings):
@@ -30,6 +30,7 @@ class Embedder(Embeddings):
 
     name: str
     dim: int
+    location: str = "local"  # in-process; a server says where it runs; a wrapper, its inner's
 
     @abstractmethod
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
@@ -202,11 +203,14 @@ class HTTPEmbedder(Embedder):
         self.base_url = cfg.base_url.rstrip("/")
         self.model = cfg.model
         self.name = f"{self.kind}:{cfg.model}"
-        self.location = cfg.location
+        self.location = cfg.where
         import httpx
 
         self._client = httpx.Client(timeout=cfg.timeout_s)
         self.dim = int(self._embed(["dimension probe"], "").shape[1])
+        # What makes its vectors these vectors (the embedding cache keys on it).
+        self.identity = (f"{self.base_url}|{cfg.query_prefix}|{cfg.passage_prefix}|"
+                         f"{self.dim}")
 
     def _headers(self) -> dict[str, str]:
         if not self.cfg.api_key_env:
@@ -235,11 +239,14 @@ class HTTPEmbedder(Embedder):
                 problem = f"HTTP {r.status_code}"
                 continue
             if r.status_code >= 400:
-                raise IngestError(f"embedding server {url} refused the request: HTTP "
-                                  f"{r.status_code}")
-            return r.json()
-        raise IngestError(f"embedding server {url} failed after {self.cfg.retries + 1} "
-                          f"attempts: {problem}")
+                raise EmbedderUnavailableError(f"embedding server {url} refused the request: "
+                                               f"HTTP {r.status_code}")
+            try:
+                return r.json()
+            except ValueError:
+                problem = "a reply that is not JSON"
+        raise EmbedderUnavailableError(f"embedding server {url} failed after "
+                                       f"{self.cfg.retries + 1} attempts: {problem}")
 
     @abstractmethod
     def _request(self, texts: list[str]) -> dict[str, Any]: ...
@@ -252,12 +259,23 @@ class HTTPEmbedder(Embedder):
         bs = self.cfg.batch_size
         for start in range(0, len(texts), bs):
             batch = [f"{prefix}{t}" for t in texts[start : start + bs]]
-            got = self._vectors(self._post(self._request(batch)))
+            try:
+                got = self._vectors(self._post(self._request(batch)))
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise EmbedderUnavailableError(f"embedding server {self.base_url} answered "
+                                               "without embeddings") from exc
             if len(got) != len(batch):
-                raise IngestError(f"embedding server {self.base_url} returned {len(got)} "
-                                  f"vectors for {len(batch)} texts")
+                raise EmbedderUnavailableError(f"embedding server {self.base_url} returned "
+                                               f"{len(got)} vectors for {len(batch)} texts")
             rows.extend(got)
-        out = np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
+        try:
+            out = np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
+        except ValueError as exc:
+            raise EmbedderUnavailableError(f"embedding server {self.base_url} returned vectors "
+                                           "of different lengths") from exc
+        if texts and hasattr(self, "dim") and out.shape[1] != self.dim:
+            raise EmbedderUnavailableError(f"embedding server {self.base_url} changed its "
+                                           f"dimension from {self.dim} to {out.shape[1]}")
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1.0, norms)
 
@@ -301,8 +319,9 @@ class OpenAIEmbedder(HTTPEmbedder):
 
 
 def embedder_location(embedder: Embedder) -> str:
-    """"local" for the in-process models and servers on the city's machines, else "cloud"."""
-    return str(getattr(embedder, "location", "local"))
+    """"local" for the in-process models and servers on the city's machines, else "cloud"
+    (anything else counts as cloud: unsure means the texts may leave)."""
+    return "local" if getattr(embedder, "location", "cloud") == "local" else "cloud"
 
 
 def check_clearance(embedder: Embedder, sensitivities: dict[str, str], *, questions: bool

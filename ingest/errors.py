@@ -46,3 +46,8 @@ class EmbedderMismatchError(IngestError):
 
 class StoreUnavailableError(IngestError):
     """Chroma did not answer."""
+
+
+class EmbedderUnavailableError(IngestError):
+    """An embedding server did not answer, or answered something that is not embeddings: the
+    bot answers 503 (come back later), never 500; the message names the server, not the texts."""

@@ -474,6 +474,10 @@ def ingest_all(
     reports = []
     try:
         for manifest in manifests:
+            # A sensitive corpus's vectors are not written to the embedding cache.
+            read_only = getattr(embedder, "read_only", None)
+            ingestor.embedder = read_only() if (
+                manifest.sensitivity == "sensitive" and read_only is not None) else embedder
             task = progress.add_task(manifest.name, total=None) if progress else None
 
             def on_total(n: int, task: Any = task) -> None:

@@ -320,7 +320,8 @@ class ChromaStore:
             return existing
         col = self._client.get_or_create_collection(
             manifest.name,
-            metadata=corpus_metadata(manifest, embedder_name),
+            # A new collection is not answered from until its first ingest ends.
+            metadata={**corpus_metadata(manifest, embedder_name), "state": INGESTING},
             configuration={"hnsw": {"space": "cosine"}},
             embedding_function=None,
         )

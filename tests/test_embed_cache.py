@@ -131,3 +131,48 @@ def test_the_shipped_pack_covers_every_bundled_passage(tmp_path: Path) -> None:
     chunks = sum(c.chunks_total for c in report.corpora)
     assert chunks >= 600 and cached.misses == 0
     print(f"bundled ingest from the shipped cache: {chunks} chunks in {seconds:.1f} s")
+
+
+class Served(Hashing):
+    """A server-side model: its address and prefixes are part of what it is."""
+
+    def __init__(self, name: str, identity: str) -> None:
+        super().__init__(name)
+        self.identity = identity
+
+
+def test_the_same_model_name_on_another_server_or_prefix_is_another_cache_entry(
+        tmp_path: Path) -> None:
+    a = Served("ollama:bge-m3", "http://gpu1:11434||passage: |1024")
+    b = Served("ollama:bge-m3", "http://gpu1:11434|||1024")  # no passage prefix
+    assert namespace(a) != namespace(b)
+    with_cache(a, tmp_path, None).embed_passages(["Ring 112."])
+    with_cache(b, tmp_path, None).embed_passages(["Ring 112."])
+    assert b.calls == ["Ring 112."]
+
+
+def test_a_cache_file_cut_short_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    inner = Hashing("a")
+    with_cache(inner, tmp_path, None).embed_passages(["Haga har kaféer."])
+    [path] = [p for p in tmp_path.rglob("*") if p.is_file()]
+    path.write_bytes(path.read_bytes()[:20])  # a write interrupted half-way
+    again = Hashing("a")
+    v = with_cache(again, tmp_path, None).embed_passages(["Haga har kaféer."])
+    assert again.calls == ["Haga har kaféer."]
+    assert np.array_equal(v[0], inner._vec("Haga har kaféer."))
+
+
+def test_a_sensitive_corpus_is_not_written_to_the_cache(tmp_path: Path) -> None:
+    from tests.helpers import write_corpus
+
+    s = Settings(_env_file=None)
+    s.data_dir, s.corpora_dir = tmp_path / "data", tmp_path / "corpora"
+    write_corpus(s.corpora_dir, "oppen", {"a.md": "# A\nSlottsskogen har en djurpark.\n"})
+    write_corpus(s.corpora_dir, "plan", {"b.md": "# B\nBrukaren vill ha kaffe klockan sju.\n"},
+                 audience="care", sensitivity="sensitive")
+    cache = tmp_path / "cache"
+    emb = with_cache(Hashing("a"), cache, None)
+    report = ingest_all(s, discover_manifests(s.corpora_dir), ChromaStore.from_settings(s), emb)
+    assert report.errors == [] and sum(c.chunks_total for c in report.corpora) == 2
+    written = [p for p in cache.rglob("*") if p.is_file()]
+    assert len(written) == 1  # the public corpus's one chunk; the care plan's is not kept

@@ -33,11 +33,12 @@ SECRET = "Anna Andersson 19380514-2449 har diabetes"
 
 
 def _http(kind: str, peer: Peer, **extra: object) -> Embedder:
+    fields: dict[str, object] = {"timeout_s": 5, **extra}
     cfg = EmbedderSettings(backend=kind, model="multilingual-e5-large",
                            base_url=peer.url + ("/v1" if kind == "openai" else ""),
                            query_prefix="query: ", passage_prefix="passage: ",
                            api_key_env="GBG_TEST_EMBED_KEY" if kind == "openai" else None,
-                           timeout_s=5, **extra)
+                           **fields)
     return OllamaEmbedder(cfg) if kind == "ollama" else OpenAIEmbedder(cfg)
 
 
@@ -173,3 +174,30 @@ def test_a_cloud_endpoint_is_refused_for_corpora_that_are_not_public_and_for_que
         assert len(peer.requests) == sent  # refused before any text went out
     finally:
         peer.stop()
+
+
+def test_an_openai_compatible_endpoint_counts_as_cloud_unless_said_local() -> None:
+    assert EmbedderSettings(backend="openai").where == "cloud"
+    assert EmbedderSettings(backend="openai", location="local").where == "local"
+    assert EmbedderSettings(backend="ollama").where == "local"
+
+
+def test_an_embedding_server_that_goes_down_is_a_503_not_a_500(
+        bundled_store: Settings, e5: Embedder, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from bot.http.app import create_app
+    from tests.helpers import ask, make_bot
+
+    peer = OllamaPeer(embed=e5_vectors(e5)).start()
+    emb = _http("ollama", peer, retries=0, timeout_s=2)
+    bot = make_bot(bundled_store, tmp_path, e5=emb)
+    with TestClient(create_app(bot.settings, bot.service)) as client:
+        try:
+            assert ask(client, "Var ligger Liseberg?").status_code == 200
+            peer.fail_first = 100  # the GPU node is restarting: every request a 503
+            r = ask(client, "Var ligger Feskekôrka?")
+            assert r.status_code == 503 and r.headers.get("retry-after"), r.text
+            assert "Feskekôrka" not in r.text
+        finally:
+            peer.stop()

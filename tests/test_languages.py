@@ -227,3 +227,25 @@ def test_a_negated_claim_in_another_language_needs_a_negated_source(e5: Embedder
                            source).grounded
     assert not verifier.verify("Västtrafik-Tickets gelten im Flughafenbus [1].",
                                source).grounded
+
+
+def test_a_language_the_personal_data_vocabularies_do_not_cover_stays_local() -> None:
+    from bot.classify import classify
+    from bot.pii import Detector
+    from gbg.labels import Sensitivity
+
+    det = Detector()
+    c = classify("Ma mère a la maladie d'Alzheimer, qui peut l'aider ?", [], [], "public", det,
+                 language="fr")
+    assert c.level.rank >= Sensitivity.internal.rank and "doubt:language:fr" in c.reasons
+    c = classify("Wo ist der Hauptbahnhof?", [], [], "public", det, language="de")
+    assert c.level is Sensitivity.public  # German is covered: no doubt from the language
+
+
+def test_asking_for_a_language_changes_the_answer_language_not_how_the_question_is_judged(
+        client: TestClient) -> None:
+    q = "Hur tar jag mig från Landvetter till centrum?"
+    plain, other = _ask(client, q), _ask(client, q, lang="de")
+    assert other["lang"] == "de" and plain["lang"] == "sv"
+    assert plain["refused"] == other["refused"]
+    assert [c["source"] for c in plain["citations"]] == [c["source"] for c in other["citations"]]

@@ -20,13 +20,14 @@ from bot.ratelimit import RateLimiter, Verdict
 from bot.service import ChatService
 from bot.wiring import build_service
 from gbg.settings import Settings
-from ingest.errors import StoreUnavailableError
+from ingest.errors import EmbedderUnavailableError, StoreUnavailableError
 
 log = logging.getLogger("bot.http")
 
 # Exceptions that mean "the document store did not answer" (down, hung, restarting).
 STORE_ERRORS: tuple[type[Exception], ...] = (
     StoreUnavailableError, ChromaError, httpx.HTTPError, ConnectionError, TimeoutError,
+    EmbedderUnavailableError,
 )
 
 

@@ -123,11 +123,11 @@ class HybridRetriever:
             # Do not reveal which corpora exist beyond what the role may read.
             raise UnknownCorpusError(unknown, sorted(readable))
         snap = self._snapshot()
-        busy = [c for c in corpora if c not in readable
-                and snap[c].metadata.get("state") == INGESTING
-                and can_read(role, str(snap[c].metadata.get("audience")))]
+        metas = {c: snap[c].metadata for c in corpora if c in snap}
+        busy = [c for c, m in metas.items() if c not in readable
+                and m.get("state") == INGESTING and can_read(role, str(m.get("audience")))]
         if busy:
-            raise CorpusNotReadyError(busy, [_progress(snap[c].metadata) for c in busy])
+            raise CorpusNotReadyError(busy, [_progress(metas[c]) for c in busy])
         denied = [c for c in corpora if c not in readable]
         if denied:
             raise CorpusNotPermittedError(denied, role)

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from bot.http.deps import Caller, Service
 from bot.schemas import CorpusOut
 from gbg.labels import can_read
+from ingest.store import INGESTING
 
 router = APIRouter(tags=["chat"])
 
@@ -26,7 +27,7 @@ def corpora(svc: Service, who: Caller) -> list[CorpusOut]:
             readable=True,
             state=str(meta.get("state") or "ready"),
             progress=(f"{meta.get('progress_done')}/{meta.get('progress_total')}"
-                      if meta.get("state") == "ingesting" else None),
+                      if meta.get("state") == INGESTING else None),
         )
         for name, meta in sorted(svc.retriever.corpora().items())
         if can_read(who.role, str(meta.get("audience")))
