@@ -6,7 +6,10 @@ functions, never copies."""
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Sequence
+from functools import cache
+from importlib.resources import files
 
 from bot.answerability import (
     AnswerabilityModel,
@@ -25,12 +28,15 @@ from bot.retrieval.types import Mode, RetrievedChunk
 
 NO_RELEVANT_SOURCES = "no_relevant_sources"
 
-_ELIGIBILITY_Q = re.compile(
-    r"(har\s+jag\s+rätt\s+till|får\s+jag\s+(?:hemtjänst|färdtjänst|bistånd|plats)|"
-    r"kommer\s+jag\s+att\s+få|beviljas\s+jag|am\s+i\s+(?:eligible|entitled)|do\s+i\s+qualify|"
-    r"will\s+i\s+(?:get|be\s+granted))",
-    re.I,
-)
+@cache
+def _eligibility() -> re.Pattern[str]:
+    """Every language's "am I entitled to ...?" phrases (``bot/lexicon/eligibility.toml``) as
+    one pattern."""
+    raw = tomllib.loads(files("bot").joinpath("lexicon/eligibility.toml")
+                        .read_text(encoding="utf-8"))
+    phrases = sorted({p for ps in raw.values() for p in ps}, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p).replace(r"\ ", r"\s+")
+                                              for p in phrases) + r")(?!\w)")
 
 
 def retrieval_mode(lang: str) -> Mode | None:
@@ -104,5 +110,6 @@ def answerability_refusal(ev: Evidence, threshold: float | None = None,
 
 
 def is_eligibility_question(question: str) -> bool:
-    """"Har jag rätt till hemtjänst?": only a needs assessor decides; the answer says so."""
-    return bool(_ELIGIBILITY_Q.search(question))
+    """"Har jag rätt till hemtjänst?", "Habe ich Anspruch auf Hemtjänst?": only a needs
+    assessor decides; the answer says so, in the question's language."""
+    return bool(_eligibility().search(question.lower()))

@@ -249,3 +249,34 @@ def test_asking_for_a_language_changes_the_answer_language_not_how_the_question_
     assert other["lang"] == "de" and plain["lang"] == "sv"
     assert plain["refused"] == other["refused"]
     assert [c["source"] for c in plain["citations"]] == [c["source"] for c in other["citations"]]
+
+
+@pytest.mark.parametrize("question", [
+    "Har jag rätt till hemtjänst?", "Am I entitled to home care?",
+    "Habe ich Anspruch auf Hemtjänst für meine Mutter?", "Har jeg rett til hjemmetjeneste?",
+    "Har jeg ret til hjemmehjælp?", "Onko minulla oikeus kotipalveluun?",
+    "Ai-je droit à l'aide à domicile ?", "¿Tengo derecho a ayuda a domicilio?",
+    "Czy przysługuje mi pomoc domowa?", "Evde bakım hakkım var mı?",
+    "Imam li pravo na pomoć u kući?", "Xaq ma u leeyahay daryeel guri?",
+    "هل يحق لي الحصول على رعاية منزلية؟", "آیا حق دارم کمک در خانه بگیرم؟",
+])
+def test_an_eligibility_question_is_recognised_in_every_language(question: str) -> None:
+    from bot.policy import is_eligibility_question
+
+    assert is_eligibility_question(question)
+
+
+@pytest.mark.parametrize("question", [
+    "Hur ansöker jag om hemtjänst?", "Wie beantrage ich Hemtjänst?", "Où est Liseberg ?",
+])
+def test_asking_how_to_apply_is_not_an_eligibility_question(question: str) -> None:
+    from bot.policy import is_eligibility_question
+
+    assert not is_eligibility_question(question)
+
+
+def test_a_german_eligibility_question_gets_the_referral_in_german(client: TestClient) -> None:
+    d = _ask(client, "Habe ich Anspruch auf Hemtjänst, wenn ich in Göteborg wohne?")
+    assert not d["refused"] and d["lang"] == "de", d["answer"]
+    referral = text("eligibility", "de", contact="X").split("X")[0]
+    assert referral in d["answer"], d["answer"]
