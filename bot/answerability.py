@@ -312,12 +312,16 @@ def anchors(question: str, lang: str = "und") -> list[str]:
     return out
 
 
+def _anchor_hits(question: str, have: set[str], lang: str) -> tuple[int, int]:
+    """(how many of the question's anchors the text has, how many it has in all)."""
+    found = anchors(question, lang)
+    return sum(_has(a.lower(), have) or a.lower() in have for a in found), len(found)
+
+
 def anchor_coverage(question: str, have: set[str], lang: str = "und") -> float:
     """The share of the question's anchors the text has (0.5 when it has none: no evidence)."""
-    found = anchors(question, lang)
-    if not found:
-        return 0.5
-    return sum(_has(a.lower(), have) or a.lower() in have for a in found) / len(found)
+    hit, total = _anchor_hits(question, have, lang)
+    return hit / total if total else 0.5
 
 
 def _lexical(question: str, span: Span, lang: str, title: str = "") -> float:
@@ -501,8 +505,8 @@ def missing_rare(question: str, text: str, lang: str) -> float:
     text about trams says more than a missing "ta"."""
     have = stem_set(text, _decompounder())
     if foreign(lang):  # a name or number the text lacks ("Oslo" asked, "Stockholm" written)
-        return 1.0 - (anchor_coverage(question, have, lang) == 1.0) \
-            if anchors(question, lang) else 0.0
+        hit, total = _anchor_hits(question, have, lang)
+        return 1.0 if hit < total else 0.0
     worst = 0.0
     for w in words(question):
         if len(w) <= 2 or w.isdigit():

@@ -36,7 +36,7 @@ from bot.retrieval.types import RetrievalOptions, RetrievedChunk
 from bot.rewrite import rewrite
 from bot.routing import ProviderOption, route
 from bot.texts import text as catalogue_text
-from gbg.i18n import FALLBACK, canonical
+from gbg.i18n import canonical
 from gbg.i18n.detect import answer_language, detect
 from gbg.labels import Role
 from gbg.settings import Settings
@@ -132,8 +132,8 @@ class ChatService:
         rw = rewrite(question, [m.content for m in req.messages[:-1] if m.role == "user"])
         # The question is judged in the language it is written in (a language we do not answer
         # in is read as one: "und"); a language asked for only sets the answer's language.
-        written, unsupported = self.answer_language(
-            question, rw.query if rw.rewritten else None, None)
+        written, unsupported = self.answer_language(question,
+                                                    rw.query if rw.rewritten else None)
         read_lang = "und" if unsupported else written
         asked = canonical(rw.lang) or canonical(req.lang)
         lang = asked or written
@@ -174,16 +174,10 @@ class ChatService:
                     sources, stages, started, p_answer, unsupported)
 
     @staticmethod
-    def answer_language(question: str, query: str | None, asked: str | None
-                        ) -> tuple[str, bool]:
-        """The language asked for, else the question's own (a short follow-up is read with the
-        question it continues); English with a line saying so when we do not answer in it."""
-        if asked:
-            return asked, False
-        lang, unsupported = answer_language(question)
-        if query and len(question.split()) <= 3:
-            lang, unsupported = answer_language(query)
-        return (FALLBACK, True) if unsupported else (lang, False)
+    def answer_language(question: str, query: str | None = None) -> tuple[str, bool]:
+        """The question's own language (a short follow-up is read with the question it
+        continues), or English and True when we do not answer in it."""
+        return answer_language(query if query and len(question.split()) <= 3 else question)
 
     def _generation_request(self, plan: Plan, provider: ChatProvider) -> GenerationRequest:
         question, sources = plan.query, plan.sources

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import policy
-from bot.answerability import DATA, DATA_XL, FEATURES, FEATURES_XL, derive
+from bot.answerability import DATA, DATA_XL, FEATURES, FEATURES_XL, derive, foreign
 from bot.audit import AuditStore
 from bot.retrieval.types import RetrievalOptions
 from bot.service import ChatService
@@ -124,7 +124,7 @@ def _features(svc: ChatService, question: str, role: Role, drop_doc: str | None 
 
 def _lang(question: str) -> str:
     """The language the service reads the question in ("und" when it does not answer in it)."""
-    lang, unsupported = ChatService.answer_language(question, None, None)
+    lang, unsupported = ChatService.answer_language(question)
     return "und" if unsupported else lang
 
 
@@ -234,7 +234,7 @@ def swequad_examples(base: Settings, data: Path, n: int, split_out: dict[str, An
 
 
 def is_foreign(e: Example) -> bool:
-    return e.lang not in ("sv", "en")
+    return foreign(e.lang)
 
 
 def fit(examples: list[Example], features: tuple[str, ...] = FEATURES,

@@ -246,14 +246,14 @@ class CorpusCollection:
         self._col.modify(metadata=meta)
 
     def mark_ingesting(self, manifest: CorpusManifest, embedder_name: str, done: int,
-                       total: int | None) -> None:
+                       total: int) -> None:
         """The corpus is being (re)ingested: not answered from until it is ready again (an
         interrupted ingest leaves it so; the rerun makes it ready). The last complete ingest's
         figures stay."""
         kept = {k: v for k, v in (self._col.metadata or {}).items()
                 if k in ("last_ingest", "documents", "chunks")}
         meta = {**kept, **corpus_metadata(manifest, embedder_name), "state": INGESTING,
-                "progress_done": done, "progress_total": -1 if total is None else total}
+                "progress_done": done, "progress_total": total}
         self._col.modify(metadata=meta)
 
 

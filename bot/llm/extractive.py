@@ -164,10 +164,8 @@ def framing_text(lang: str, source_langs: set[str]) -> str:
     sind auf Schwedisch; die relevanten Abschnitte:"); nothing when they are in its own."""
     if lang in source_langs:
         return ""
-    key = f"sources_in_{next(iter(source_langs))}" if len(source_langs) == 1 else \
-        "sources_in_mixed"
-    return catalogue_text(key if key in ("sources_in_sv", "sources_in_en") else
-                          "sources_in_mixed", lang)
+    only = next(iter(source_langs)) if len(source_langs) == 1 else "mixed"
+    return catalogue_text(f"sources_in_{only if only in ('sv', 'en') else 'mixed'}", lang)
 
 
 class ExtractiveProvider(ChatProvider):
