@@ -43,6 +43,8 @@ audit_table = Table(
     Column("endpoint", String(32), nullable=False),
     Column("status", Integer, nullable=False),
     Column("role", String(16), nullable=False),
+    # a signed-in person: the keyed hash of issuer and sub (bot.oidc), never a name or e-mail
+    Column("subject", String(64), index=True),
     Column("level", String(16), nullable=False),
     Column("reasons", JSON, nullable=False),
     Column("provider", String(64)),
@@ -71,6 +73,8 @@ class AuditRecord(BaseModel):
     endpoint: str
     status: int
     role: str
+    subject: str | None = Field(default=None, description="Pseudonymous id of a signed-in "
+                                "person (a keyed hash); none for anonymous and API-key callers.")
     level: str = "public"
     reasons: list[str] = Field(default_factory=list)
     provider: str | None = None
@@ -229,6 +233,16 @@ class AuditStore:
             stmt = stmt.where(audit_table.c.refused == refused)
         with self.engine.connect() as conn:
             return [_aware(dict(r)) for r in conn.execute(stmt).mappings()]
+
+    def by_subject(self, subject: str) -> list[dict[str, Any]]:
+        """Every record of one signed-in person (what an access request returns)."""
+        stmt = (select(audit_table).where(audit_table.c.subject == subject)
+                .order_by(audit_table.c.time))
+        with self.engine.connect() as conn:
+            rows = [_aware(dict(r)) for r in conn.execute(stmt).mappings()]
+        for r in rows:
+            r.pop("feedback_key", None)
+        return rows
 
     def count(self) -> int:
         with self.engine.connect() as conn:

@@ -24,8 +24,12 @@ def hash_key(key: str) -> str:
 @dataclass(frozen=True)
 class Principal:
     role: Role
-    name: str  # the key's label (never the key)
+    name: str  # the key's label (never the key); "oidc" for a signed-in person
     admin: bool = False  # may read the audit log
+    # A signed-in person (OIDC): a keyed hash of the issuer and ``sub``, never the name, e-mail
+    # or ``sub`` itself. The audit record, the rate limit and the conversation history use it.
+    subject: str | None = None
+    display_name: str | None = None  # shown back to the person only; never audited or logged
 
 
 class InvalidCredentialsError(Exception):

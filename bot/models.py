@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from bot.audit import AuditRecord
-from gbg.labels import Role
+from gbg.labels import Role, Sensitivity
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,8 @@ class ChatRequest:
     corpora: list[str] | None = None
     lang: str | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The level a stored conversation reached already: this turn is classified no lower.
+    floor: Sensitivity = Sensitivity.public
     # Proof that a later feedback comes from whoever asked: only they receive it.
     feedback_token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
 
@@ -64,6 +66,9 @@ class ChatResult(BaseModel):
     feedback_token: str = Field(
         default="", description="Send it with feedback on this answer (only the asker has it)."
     )
+    conversation_id: str | None = Field(
+        default=None, description="The stored conversation this turn was added to (signed-in "
+        "people only); null when it is not stored.")
     # For the audit record only; never sent to the caller.
     query: str = Field(default="", exclude=True)
     chunk_ids: list[str] = Field(default_factory=list, exclude=True)

@@ -40,9 +40,10 @@ class RateLimiter:
             storage_from_string(settings.rate_storage, **options))
 
     def hit(self, kind: str, identity: str) -> Verdict:
-        """Count one request for ``identity`` (a key's name or an address); fail open (with a
+        """Count one request for ``identity`` (a key's hash, a signed-in subject or an address:
+        keys and subjects share the per-key rate, in their own counters); fail open (with a
         log line) when a shared store cannot be reached: a limit must not take the service down."""
-        item = self.per_key if kind == "key" else self.per_address
+        item = self.per_key if kind in ("key", "subject") else self.per_address
         if item is None:
             return Verdict(True)
         try:

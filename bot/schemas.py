@@ -32,6 +32,10 @@ class ChatIn(BaseModel):
         description="Answer in this language (a code such as sv, en, de, ar) instead of the "
         "question's own, which is detected.")
     stream: bool = Field(default=False, description="Server-Sent Events instead of JSON.")
+    conversation_id: str | None = Field(
+        default=None, min_length=32, max_length=32, pattern=r"^[0-9a-f]{32}$",
+        description="Continue this stored conversation (signed-in people); an unknown or "
+        "expired one starts a new conversation.")
 
     @field_validator("lang")
     @classmethod

@@ -123,7 +123,7 @@ class ChatService:
         chunks = [(h.corpus, str(h.metadata.get("sensitivity", "sensitive"))) for h in hits]
         written = detect(question)[1]  # ISO 639-1: "fr", "da", "it" ...
         return classify(question, history, chunks, req.role.value, self.detector,
-                        language=canonical(written) or written)
+                        floor=req.floor, language=canonical(written) or written)
 
     def plan(self, req: ChatRequest) -> Plan:
         started = time.perf_counter()

@@ -311,13 +311,31 @@ def serve(
                 proxy_headers=True, forwarded_allow_ips=b.forwarded_allow_ips)
 
 
-def _streamlit(host: str, port: int) -> list[str]:
+def _streamlit(host: str, port: int, secrets: Path | None = None) -> list[str]:
     """The Streamlit command line for the chat: headless, no usage statistics, no developer
-    toolbar (no "Deploy" button for the public)."""
+    toolbar (no "Deploy" button for the public); ``secrets``: the sign-in configuration."""
     app_path = Path(__file__).resolve().parent.parent / "ui" / "app.py"
-    return [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
-            "--server.address", host, "--server.headless", "true",
-            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_path), "--server.port", str(port),
+           "--server.address", host, "--server.headless", "true",
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+    return cmd + (["--secrets.files", str(secrets)] if secrets else [])
+
+
+def _ui_secrets(port: int) -> Path | None:
+    """The UI's sign-in configuration written from the settings (None without OIDC)."""
+    from ui.auth_config import redirect_uri, write_ui_secrets
+
+    try:
+        settings = Settings()
+        path = write_ui_secrets(settings, port)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if path and settings.auth.oidc:
+        ui_url = redirect_uri(settings.auth.oidc, port).removesuffix("/oauth2callback")
+        out.print(f"sign-in: {settings.auth.oidc.issuer} (open the UI at {ui_url}: the sign-in "
+                  "returns there)")
+    return path
 
 
 @app.command("ui")
@@ -342,8 +360,9 @@ def ui_cmd(
         err.print(f"[yellow]warning:[/yellow] the bot at {url} is not reachable "
                   f"({type(exc).__name__}); start it with `gbg serve` or set GBG_UI__BOT_URL. "
                   "The UI starts anyway and tells its users to try again later.")
+    secrets = _ui_secrets(port)
     out.print(f"ui: http://{host}:{port}")
-    raise typer.Exit(subprocess.call(_streamlit(host, port), env=env))
+    raise typer.Exit(subprocess.call(_streamlit(host, port, secrets), env=env))
 
 
 @app.command()
@@ -369,6 +388,7 @@ def up(
                no_cache=False)
 
     beside = bool(Settings().chroma.host)
+    secrets = None if no_serve else _ui_secrets(ui_port)  # before anything starts
     if no_serve or not beside:
         run_ingest()
         if no_serve:
@@ -377,7 +397,7 @@ def up(
     bot = subprocess.Popen([sys.executable, "-m", "gbg", "serve", "--host", host, "--port",
                             str(port)], env=env)
     procs = [bot]
-    procs.append(subprocess.Popen(_streamlit(host, ui_port), env=env))
+    procs.append(subprocess.Popen(_streamlit(host, ui_port, secrets), env=env))
     out.print(f"bot: http://{host}:{port}/docs   ui: http://{host}:{ui_port}   (Ctrl-C stops)")
 
     def stop(_signum: int, _frame: object) -> None:
@@ -467,12 +487,17 @@ def audit_purge(
         int | None, typer.Option(help="Default: the retention setting.")
     ] = None,
 ) -> None:
-    """Delete audit records older than the retention period."""
+    """Delete audit records older than the retention period, and expired conversations."""
     from bot.audit import AuditStore
+    from bot.history import ConversationStore
 
     s = Settings()
-    n = AuditStore(s.audit_url).purge(older_than_days or s.audit.retention_days)
+    store = AuditStore(s.audit_url)
+    n = store.purge(older_than_days or s.audit.retention_days)
     out.print(f"purged {n} record(s)")
+    # Expiry needs no key: conversations go even when the history key is missing or wrong.
+    c = ConversationStore.from_settings(s, store.engine).purge()
+    out.print(f"purged {c} expired conversation(s)")
 
 
 def main() -> None:

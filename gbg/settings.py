@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gbg.labels import Role, Sensitivity
+
 
 class ChromaSettings(BaseModel):
     """Where chunks live: an embedded PersistentClient unless ``host`` is set."""
@@ -293,14 +295,66 @@ class AuditSettings(BaseModel):
     retention_days: int = Field(default=180, ge=1)
 
 
+class OIDCSettings(BaseModel):
+    """Sign-in with the city's OpenID Connect provider (Entra ID, Keycloak, ...). The bot checks
+    the ID tokens the UI sends; the UI signs people in with the same provider."""
+
+    issuer: str = Field(description="The provider's issuer URL (its discovery document is at "
+                                    "<issuer>/.well-known/openid-configuration).")
+    client_id: str = Field(description="The UI's client id: the audience the bot accepts.")
+    audiences: list[str] = Field(
+        default_factory=list, description="More accepted audiences (API clients).")
+    client_secret_env: str = Field(
+        default="GBG_OIDC_CLIENT_SECRET", description="Environment variable with the UI's "
+        "client secret (never in a settings file).")
+    role_claim: str = Field(default="groups", description="The claim that holds the groups "
+                                                          "or roles (a list or a string).")
+    group_roles: dict[str, Role] = Field(
+        default_factory=dict, description="Group (or role) name -> public, staff or care; the "
+        "highest role among a person's groups applies; none mapped means public.")
+    admin_groups: list[str] = Field(default_factory=list,
+                                    description="Groups that may read the audit log.")
+    algorithms: list[str] = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+    leeway_s: int = Field(default=60, ge=0, le=600, description="Clock skew allowed on "
+                                                               "exp/nbf/iat.")
+    jwks_cache_s: int = Field(default=3600, ge=0, description="How long fetched keys are "
+                              "trusted; an unknown key id fetches them again (rotation).")
+    jwks_refresh_min_s: float = Field(default=10.0, ge=0, description="Least time between two "
+                                      "fetches caused by unknown key ids.")
+    timeout_s: float = Field(default=5.0, gt=0)
+    redirect_uri: str | None = Field(
+        default=None, description="The UI's callback: <UI URL>/oauth2callback "
+        "(default: http://localhost:<ui port>/oauth2callback).")
+    scopes: str = "openid profile email"
+
+
 class AuthSettings(BaseModel):
     keys_file: Path | None = Field(
         default=None, description="Hashed API keys (default: <data_dir>/keys.json)."
     )
-    jwks_file: Path | None = Field(default=None, description="JWKS for bearer tokens (OIDC).")
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_role_claim: str = "gbg_role"
+    oidc: OIDCSettings | None = Field(default=None, description="Sign-in with OpenID Connect.")
+    subject_key_env: str = Field(
+        default="GBG_SUBJECT_KEY", description="Environment variable with the key that "
+        "pseudonymises signed-in subjects (default: a key kept at <data_dir>/subject.key).")
+    api_key_field: bool = Field(
+        default=True, description="The UI's API-key field (for development and scripts); "
+        "turn off when people sign in with OIDC.")
+
+
+class HistorySettings(BaseModel):
+    """Conversations of signed-in people, kept server-side for as long as the most sensitive
+    thing said in them allows."""
+
+    enabled: bool = True
+    retention_hours: dict[Sensitivity, float] = Field(
+        default_factory=lambda: {Sensitivity.public: 30 * 24.0, Sensitivity.internal: 7 * 24.0,
+                                 Sensitivity.sensitive: 24.0},
+        description="Hours a conversation is kept after its last message, by its highest "
+                    "level; 0 means not stored at all.")
+    key_env: str = Field(
+        default="GBG_HISTORY_KEY", description="Environment variable with the Fernet key that "
+        "encrypts stored conversations; without it sensitive ones are not stored.")
+    max_conversations: int = Field(default=200, ge=1, description="Per person; the oldest go.")
 
 
 class Settings(BaseSettings):
@@ -323,6 +377,10 @@ class Settings(BaseSettings):
     bot: BotSettings = BotSettings()
     audit: AuditSettings = AuditSettings()
     auth: AuthSettings = AuthSettings()
+    history: HistorySettings = HistorySettings()
+    development: bool = Field(
+        default=False, description="Development mode: allows an OIDC issuer over plain HTTP "
+        "(a provider on this machine).")
 
     @property
     def chroma_path(self) -> Path:
@@ -344,6 +402,19 @@ class Settings(BaseSettings):
                     f"provider {name!r} runs in the cloud and cannot be cleared for sensitive "
                     "data; clear it for 'internal' at most"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _issuer_over_https(self) -> Settings:
+        oidc = self.auth.oidc
+        if oidc is not None and not oidc.issuer.startswith("https://") and not self.development:
+            raise ValueError(
+                f"auth.oidc.issuer {oidc.issuer!r} is not HTTPS: tokens and keys must come over "
+                "TLS (GBG_DEVELOPMENT=true allows plain HTTP for a provider on this machine)"
+            )
+        if oidc is not None and oidc.redirect_uri and not oidc.redirect_uri.startswith(
+                "https://") and not self.development:
+            raise ValueError(f"auth.oidc.redirect_uri {oidc.redirect_uri!r} is not HTTPS")
         return self
 
     @model_validator(mode="after")

@@ -184,6 +184,11 @@ class CachedEmbedder(Embedder):
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    def clear_queries(self) -> None:
+        """Forget the recent query vectors (the benchmarks time cold queries)."""
+        with self._lock:
+            self._queries.clear()
+
     def read_only(self) -> CachedEmbedder:
         """The same cache without its writable layer: for a sensitive corpus, whose vectors are
         not kept beside the store (a removed care plan must not live on in the cache)."""

@@ -2,6 +2,11 @@
 
 Run with `gbg ui` (or `./scripts/up`); talks to the bot at GBG_UI__BOT_URL over HTTP only.
 
+Staff sign in with the city's OpenID Connect provider (Streamlit's st.login, configured by `gbg ui`
+in a secrets file); the UI then sends the person's ID token to the bot, which decides their role
+and keeps their conversations (the history in the sidebar). The API-key field stays for
+development when ``auth.api_key_field`` is on.
+
 The page speaks the platform's 14 languages (texts from gbg.i18n): the browser's language until
 the user chooses one; Arabic and Persian lay the page out right to left. The answers are in the
 question's language, which the bot detects (the UI never asks for a language), and each is shown
@@ -17,7 +22,8 @@ from typing import Any
 
 import streamlit as st
 
-from ui import admin
+from gbg.settings import Settings
+from ui import admin, history
 from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of
 from ui.safe import no_images, no_images_stream
 from ui.texts import (
@@ -83,6 +89,11 @@ ss.setdefault("api_key", None)
 ss.setdefault("role", "public")
 ss.setdefault("pending", None)
 ss.setdefault("admin", False)
+ss.setdefault("token", None)  # the signed-in person's ID token, once the bot has accepted it
+ss.setdefault("me", None)  # the bot's /v1/me for that person
+ss.setdefault("expired", False)  # the bot refused the token: signed out until a new sign-in
+ss.setdefault("conversation_id", None)  # the stored conversation the chat continues
+ss.setdefault("not_kept", False)  # the bot did not store the current conversation
 
 # Streamlit's captions are drawn at 60 % opacity (about 3.9:1 on white); the answer's badge and
 # the request id are captions, so raise them to WCAG AA contrast (at least 4.5:1).
@@ -103,7 +114,78 @@ def client_ip() -> str | None:
 
 
 def client(key: str | None = None) -> BotClient:
-    return BotClient(BOT_URL, key or ss.api_key, client_ip=client_ip())
+    return BotClient(BOT_URL, key or ss.api_key, client_ip=client_ip(),
+                     token=None if key else ss.token)
+
+
+# --- OpenID Connect sign-in ----------------------------------------------------------------------
+
+def oidc_configured() -> bool:
+    """Sign-in is offered when the secrets file has Streamlit's [auth] section."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def api_key_field() -> bool:
+    try:
+        return Settings().auth.api_key_field
+    except ValueError:  # settings that do not validate: the bot reports them
+        return True
+
+
+def oidc_user() -> dict[str, Any] | None:
+    """The signed-in person's claims (st.user), None when nobody is signed in."""
+    try:
+        user = st.user.to_dict()
+    except Exception:  # no sign-in configured, or no browser session
+        return None
+    return user if user.get("is_logged_in") else None
+
+
+def expire() -> None:
+    """The bot no longer accepts the person's token (it expired): everything of theirs goes
+    from the session and they are asked to sign in again."""
+    ss.token, ss.me, ss.role, ss.admin, ss.expired = None, None, "public", False, True
+    ss.messages, ss.conversation_id, ss.not_kept = [], None, False
+
+
+def refresh_identity(user: dict[str, Any] | None) -> None:
+    """Ask the bot who the signed-in person is when their token is new to this session."""
+    tokens = user.get("tokens") if user else None
+    token = tokens.get("id") if isinstance(tokens, dict) else None
+    if not token or ss.expired or token == ss.token:
+        return
+    try:
+        me = BotClient(BOT_URL, token=token, client_ip=client_ip()).me()
+    except BotRequestError as exc:
+        if exc.status == 401:
+            expire()
+        return
+    except BotUnavailableError:
+        return  # anonymous until the bot answers; the chat page says it is down
+    ss.token, ss.me, ss.api_key = token, me, None
+    ss.role, ss.admin = str(me.get("role", "public")), bool(me.get("admin"))
+
+
+def signed_in() -> bool:
+    """Signed in with OpenID Connect and accepted by the bot."""
+    return bool(ss.token and ss.me)
+
+
+def sign_out() -> None:
+    """Forget the person here, then end the sign-in (Streamlit's cookie and, where the provider
+    offers it, the provider's session)."""
+    ss.token, ss.me, ss.role, ss.admin, ss.api_key = None, None, "public", False, None
+    ss.messages, ss.conversation_id, ss.not_kept, ss.confirm_delete_all = [], None, False, False
+    st.logout()
+    st.stop()  # a rerun would drop the redirect to the sign-out from the browser's queue
+
+
+OIDC = oidc_configured()
+USER = oidc_user() if OIDC else None
+refresh_identity(USER)
 
 
 def is_admin(key: str) -> bool:
@@ -131,47 +213,86 @@ def page_choice() -> str:
     return str(ss.page_id)
 
 
+def key_sign_in() -> None:
+    """The API-key field (development and scripts)."""
+    if not OIDC:
+        st.caption(t("staff_sign_in"))
+    key = st.text_input(t("api_key"), type="password", key="key_input")
+    if st.button(t("sign_in"), key="sign_in") and key:
+        try:
+            corpora = client(key).corpora()
+            ss.api_key, ss.role, ss.messages = key, role_of(corpora), []
+            ss.admin = is_admin(key)
+            st.rerun()
+        except BotRequestError:
+            st.error(t("bad_key"))
+        except BotUnavailableError:
+            st.error(t("bot_down"))
+
+
+def browser_timezone() -> object:
+    try:
+        return st.context.timezone
+    except Exception:  # no browser session
+        return None
+
+
 with st.sidebar:
     st.selectbox(t("language"), language_codes(), format_func=native_name, key="lang_choice",
                  on_change=choose_language)
     page = page_choice()
     st.divider()
-    if ss.api_key:
+    if signed_in():
+        name = (USER or {}).get("name") or ss.me.get("name") or ""
+        who = t("role_" + ss.role) + (f" · {t('admin')}" if ss.admin else "")
+        st.success(f"{t('signed_in_as')}: **{history.plain(str(name))}** ({who})")
+        if st.button(t("sign_out"), key="sign_out"):
+            sign_out()
+    elif ss.api_key:
         who = t("role_" + ss.role) + (f" · {t('admin')}" if ss.admin else "")
         st.success(f"{t('signed_in_as')}: **{who}**")
         if st.button(t("sign_out"), key="sign_out"):
             ss.api_key, ss.role, ss.messages, ss.admin = None, "public", [], False
             st.rerun()
     else:
-        st.caption(t("staff_sign_in"))
-        key = st.text_input(t("api_key"), type="password", key="key_input")
-        if st.button(t("sign_in"), key="sign_in") and key:
-            try:
-                corpora = client(key).corpora()
-                ss.api_key, ss.role, ss.messages = key, role_of(corpora), []
-                ss.admin = is_admin(key)
-                st.rerun()
-            except BotRequestError:
-                st.error(t("bad_key"))
-            except BotUnavailableError:
-                st.error(t("bot_down"))
+        if ss.expired:
+            st.warning(t("session_expired"))
+        if OIDC:
+            st.caption(t("staff_sign_in_oidc"))
+            if st.button(t("sign_in"), key="oidc_sign_in", type="primary"):
+                st.login()
+        if api_key_field():
+            with st.expander(t("api_key")) if OIDC else st.container():
+                key_sign_in()
     if st.button(t("new_conversation"), key="new_conversation"):
-        ss.messages = []
+        ss.messages, ss.conversation_id, ss.not_kept = [], None, False
         st.rerun()
+    if signed_in() and page == "chat":
+        try:
+            history.sidebar(client(), t, ss, browser_timezone())
+        except BotRequestError as exc:
+            if exc.status == 401:
+                expire()
+                st.rerun()
+            st.caption(t("history_failed"))
+        except BotUnavailableError:
+            st.caption(t("history_failed"))
 
 
 def render_sources(result: dict[str, Any], n: int) -> None:
     """The answer's sources as closed cards, each in the direction of its own text (a Swedish
     source reads left to right in an Arabic answer)."""
-    for c in result.get("citations", []):
-        title, snippet = no_images(str(c["title"])), no_images(str(c["snippet"]))
-        with st.container(key=f"dir-{text_direction(title + snippet)}-src-{n}-{c['number']}"), \
-                st.expander(f"[{c['number']}] {title}"):
-            st.markdown(f"_{no_images(str(c['section']))}_")
+    for i, c in enumerate(result.get("citations") or []):
+        title, snippet = no_images(str(c.get("title", ""))), no_images(str(c.get("snippet", "")))
+        number = c.get("number", i + 1)
+        with st.container(key=f"dir-{text_direction(title + snippet)}-src-{n}-{number}"), \
+                st.expander(f"[{number}] {title}"):
+            if c.get("section"):
+                st.markdown(f"_{no_images(str(c['section']))}_")
             st.markdown(snippet)
             link = c.get("url") or c.get("source")
-            with st.container(key=f"dir-{direction(ss.lang)}-ref-{n}-{c['number']}"):
-                st.markdown(f"{t('source')}: `{c['corpus']}` · {no_images(str(link))}")
+            with st.container(key=f"dir-{direction(ss.lang)}-ref-{n}-{number}"):
+                st.markdown(f"{t('source')}: `{c.get('corpus')}` · {no_images(str(link))}")
 
 
 def render_result(result: dict[str, Any], n: int) -> None:
@@ -179,7 +300,7 @@ def render_result(result: dict[str, Any], n: int) -> None:
     st.caption(badge_text(ss.lang, result))
     render_sources(result, n)
     rid = result.get("request_id")
-    if rid:
+    if rid and result.get("feedback_token"):  # a reopened answer can no longer be rated
         rating = st.feedback("thumbs", key=f"fb_{rid}")
         comment = st.text_input(t("comment"), key=f"fbc_{rid}", label_visibility="collapsed",
                                 placeholder=t("comment"))
@@ -191,6 +312,7 @@ def render_result(result: dict[str, Any], n: int) -> None:
                 st.toast(t("thanks"))
             except (BotRequestError, BotUnavailableError):
                 st.warning(t("feedback_failed"))
+    if rid:
         st.caption(f"{t('request_id')}: `{rid}`")
 
 
@@ -209,7 +331,8 @@ def show_conversation() -> None:
     direction of the answer's language, whatever the UI's language."""
     for n, m in enumerate(ss.messages):
         result = m.get("result")
-        way = direction(result.get("lang")) if result else text_direction(m["content"])
+        lang = result.get("lang") if result else None
+        way = direction(lang) if lang else text_direction(m["content"])
         with st.chat_message(m["role"]):
             with st.container(key=f"dir-{way}-msg-{n}"):
                 if result and result.get("refused"):
@@ -228,7 +351,8 @@ def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
     final: dict[str, Any] = {}
 
     def tokens() -> Iterator[str]:
-        for kind, data in client().chat_stream(history[-20:]):
+        kept = ss.conversation_id if signed_in() else None
+        for kind, data in client().chat_stream(history[-20:], kept):
             if kind == "token":
                 yield data["text"]
             elif kind == "final":
@@ -243,6 +367,9 @@ def stream_answer(history: list[dict[str, str]]) -> dict[str, Any] | None:
             st.error(t("bot_down"))
             return None
         except BotRequestError as exc:
+            if exc.status == 401 and ss.token:  # the sign-in expired
+                expire()
+                st.rerun()
             st.error(f"{t('error')}: {exc.detail}")
             return None
     return final
@@ -259,6 +386,10 @@ def ask(question: str) -> None:
         return
     if final:
         ss.messages.append({"role": "assistant", "content": final["answer"], "result": final})
+        if signed_in() and "conversation_id" in final:
+            # None: the bot did not store it (e.g. sensitive, with no key to encrypt it).
+            ss.conversation_id = final["conversation_id"]
+            ss.not_kept = final["conversation_id"] is None
     st.rerun()
 
 
@@ -271,6 +402,8 @@ def chat_page() -> None:
     if not ss.messages:
         show_examples()
     show_conversation()
+    if ss.not_kept and ss.messages:
+        st.info(t("not_kept"), icon="🔒")
     question = st.chat_input(t("placeholder")) or ss.pending
     if question:
         ask(question)

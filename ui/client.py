@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -27,9 +28,13 @@ class BotClient:
     api_key: str | None = None
     timeout_s: float = 120.0
     client_ip: str | None = None  # the end user's address, for the bot's per-address limit
+    token: str | None = None  # a signed-in person's ID token (OpenID Connect)
 
     def _headers(self) -> dict[str, str]:
-        h = {"X-API-Key": self.api_key} if self.api_key else {}
+        if self.token:
+            h = {"Authorization": f"Bearer {self.token}"}
+        else:
+            h = {"X-API-Key": self.api_key} if self.api_key else {}
         if self.client_ip:
             h["X-Forwarded-For"] = self.client_ip
         return h
@@ -75,12 +80,40 @@ class BotClient:
                    json={"request_id": request_id, "token": token, "rating": rating,
                          "comment": comment or None})
 
-    def chat_stream(self, messages: list[dict[str, str]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def me(self) -> dict[str, Any]:
+        """Who the bot takes the caller for: role, admin, signed_in, name."""
+        return dict(self._call("GET", "/v1/me").json())
+
+    def conversations(self) -> list[dict[str, Any]]:
+        """The signed-in person's stored conversations, newest first."""
+        return list(self._call("GET", "/v1/conversations").json())
+
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        """One stored conversation with its messages."""
+        return dict(self._call("GET", f"/v1/conversations/{quote(conversation_id, safe='')}")
+                    .json())
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        self._call("DELETE", f"/v1/conversations/{quote(conversation_id, safe='')}")
+
+    def delete_conversations(self) -> int:
+        """Delete all of the person's conversations; how many went."""
+        return int(self._call("DELETE", "/v1/conversations").json().get("deleted", 0))
+
+    def export(self) -> bytes:
+        """Everything the bot keeps about the signed-in person, as JSON."""
+        return self._call("GET", "/v1/me/export").content
+
+    def chat_stream(self, messages: list[dict[str, str]], conversation_id: str | None = None
+                    ) -> Iterator[tuple[str, dict[str, Any]]]:
         """("token", {"text"}) events while the answer is written, then ("final", result).
+        ``conversation_id``: the stored conversation this turn continues (signed in).
 
         No ``lang``: the bot answers in the question's language (it detects it); the UI's
         language is the user's choice for the page, not for the answers."""
         body: dict[str, Any] = {"messages": messages, "stream": True}
+        if conversation_id:
+            body["conversation_id"] = conversation_id
         try:
             with httpx.stream("POST", f"{self.base_url.rstrip('/')}/v1/chat", json=body,
                               headers=self._headers(), timeout=self.timeout_s) as r:

@@ -16,9 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from bot.auth import KeyStore
+from bot.history import Purger
 from bot.http.deps import STORE_ERRORS, AppState
 from bot.http.limits import RequestLimits
-from bot.http.routes import audit, chat, corpora, feedback, ops
+from bot.http.routes import audit, chat, corpora, feedback, history, me, ops
 from bot.http.trail import AuditMiddleware
 from bot.ratelimit import RateLimiter
 from bot.schemas import ErrorOut
@@ -80,7 +81,14 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.bot.threads
         if settings.bot.warm_up:
             await run_in_threadpool(_warm_up, state)
-        yield
+        # Expired conversations go at start-up and then hourly (also those stored before the
+        # history was turned off).
+        purger = Purger(state.get_history)
+        purger.start()
+        try:
+            yield
+        finally:
+            purger.stop()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -96,7 +104,7 @@ def create_app(settings: Settings | None = None, service: ChatService | None = N
     app.add_exception_handler(RequestValidationError, _validation_error)
     for exc_type in STORE_ERRORS:
         app.add_exception_handler(exc_type, _store_unavailable)
-    for module in (ops, corpora, chat, audit, feedback):
+    for module in (ops, corpora, chat, audit, feedback, me, history):
         app.include_router(module.router)
     return app
 

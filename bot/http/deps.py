@@ -15,7 +15,15 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from bot.audit import AuditStore
 from bot.auth import InvalidCredentialsError, KeyStore, Principal
+from bot.history import ConversationStore, HistoryKeyError
 from bot.http.trail import AuditTrail
+from bot.oidc import (
+    InvalidTokenError,
+    ProviderUnavailableError,
+    SubjectHasher,
+    TokenVerifier,
+    looks_like_jwt,
+)
 from bot.ratelimit import RateLimiter, Verdict
 from bot.service import ChatService
 from bot.wiring import build_service
@@ -42,6 +50,14 @@ class AppState:
     audit: AuditStore | None = None
     _build_lock: threading.Lock = field(default_factory=threading.Lock)
     _audit_lock: threading.Lock = field(default_factory=threading.Lock)
+    history: ConversationStore | None = None
+    _history_lock: threading.Lock = field(default_factory=threading.Lock)
+    verifier: TokenVerifier | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.auth.oidc is not None and self.verifier is None:
+            self.verifier = TokenVerifier(self.settings.auth.oidc, SubjectHasher.from_settings(
+                self.settings.auth.subject_key_env, self.settings.data_dir))
 
     def get_audit(self) -> AuditStore:
         if self.audit is None:
@@ -49,6 +65,15 @@ class AppState:
                 if self.audit is None:
                     self.audit = AuditStore(self.settings.audit_url)
         return self.audit
+
+    def get_history(self) -> ConversationStore:
+        """Signed-in people's conversations, in the audit database (``bot.history``)."""
+        if self.history is None:
+            with self._history_lock:
+                if self.history is None:
+                    self.history = ConversationStore.from_settings(
+                        self.settings, self.get_audit().engine)
+        return self.history
 
     def get_service(self) -> ChatService:
         """The service, built once on first use; when Chroma is down that fails with 503 and
@@ -91,25 +116,55 @@ def _limited(verdict: Verdict) -> None:
         )
 
 
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _signed_in(state: AppState, token: str) -> Principal:
+    """A person signed in with the city's provider (an ID token)."""
+    if state.verifier is None:
+        raise _unauthorized("bearer tokens are not accepted: no sign-in provider is configured")
+    try:
+        return state.verifier.verify(token)
+    except InvalidTokenError as exc:
+        raise _unauthorized(f"invalid token: {exc}") from exc
+    except ProviderUnavailableError as exc:
+        log.warning("sign-in provider unavailable: %s", exc)
+        raise HTTPException(503, f"the sign-in provider is unavailable: {exc}",
+                            headers={"Retry-After": "10"}) from exc
+
+
 def caller(
     request: Request,
     state: State,
-    x_api_key: Annotated[str | None, Header(description="API key for staff roles.")] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header(description="API key for services and scripts.")]
+    = None,
+    authorization: Annotated[str | None, Header(
+        description="Bearer: an ID token from the city's sign-in provider, or an API key.")]
+    = None,
 ) -> Principal:
-    """Who is asking: an API key's principal, or the public role. Every request was counted
-    against its key or address already (``bot.http.limits``); a wrong key also counts against
-    the address, so guessing keys is slowed."""
+    """Who is asking: a signed-in person (an ID token), an API key's principal, or the public
+    role. Every request was counted against its credential or address already
+    (``bot.http.limits``); a wrong credential also counts against the address, so guessing is
+    slowed, and a signed-in person is also counted as themself, whichever token they send."""
     key = x_api_key
     if not key and authorization and authorization.lower().startswith("bearer "):
         key = authorization[7:].strip()
     address = request.client.host if request.client else "unknown"
     try:
-        p = state.keys.authenticate(key)
+        jwt = bool(key) and looks_like_jwt(key or "")
+        p = _signed_in(state, key or "") if jwt else state.keys.authenticate(key)
     except InvalidCredentialsError as exc:
         _limited(state.limiter.hit("address", address))
-        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"}) from exc
-    trail(request).role = p.role
+        raise _unauthorized("invalid API key") from exc
+    except HTTPException as exc:
+        if exc.status_code == 401:
+            _limited(state.limiter.hit("address", address))
+        raise
+    if p.subject:
+        _limited(state.limiter.hit("subject", p.subject))
+    t = trail(request)
+    t.role, t.subject = p.role, p.subject
     return p
 
 
@@ -125,6 +180,18 @@ def admin(who: Caller) -> Principal:
 Admin = Annotated[Principal, Depends(admin)]
 Service = Annotated[ChatService, Depends(service)]
 Audit = Annotated[AuditStore, Depends(audit_store)]
+
+
+def history_store(state: State) -> ConversationStore:
+    store = state.get_history()
+    try:
+        store.check_key()
+    except HistoryKeyError as exc:
+        raise HTTPException(503, f"conversation history is unavailable: {exc}") from exc
+    return store
+
+
+History = Annotated[ConversationStore, Depends(history_store)]
 
 
 def trail(request: Request) -> AuditTrail:

@@ -30,6 +30,7 @@ class AuditTrail:
         self.request_id = request_id
         self.endpoint = endpoint[:32]
         self.role = Role.public
+        self.subject: str | None = None  # a signed-in person's pseudonymous id
         self.started = time.perf_counter()
         self._written: AuditRecord | None = None
         self._finished = False
@@ -37,6 +38,8 @@ class AuditTrail:
     def _safe(self, write: str, record: AuditRecord) -> None:
         if self._audit is None:
             return
+        if self.subject and record.subject is None:
+            record = record.model_copy(update={"subject": self.subject})
         try:
             getattr(self._audit, write)(record)
         except Exception:  # the audit store being down must not hide the answer's status
@@ -64,7 +67,7 @@ class AuditTrail:
         if self._written is None:
             self._safe("write", AuditRecord(
                 request_id=self.request_id, endpoint=self.endpoint, status=status,
-                role=self.role.value, latency_ms=latency,
+                role=self.role.value, subject=self.subject, latency_ms=latency,
             ))
         elif not self._finished or not body_sent:
             outcome = "error" if failed or status >= 500 else "client_disconnected"
