@@ -156,13 +156,16 @@ def _create_schema(engine: Engine, attempts: int = 3) -> None:
 
 
 def _add_missing_columns(engine: Engine) -> None:
-    """Columns added since a database was created (``outcome``), added in place."""
+    """Columns added since a database was created (``outcome``, ``subject``), added in place
+    with their indexes."""
     have = {c["name"] for c in inspect(engine).get_columns(audit_table.name)}
     for col in audit_table.columns:
         if col.name not in have:
             kind = col.type.compile(dialect=engine.dialect)
             with engine.begin() as conn:
                 conn.exec_driver_sql(f"ALTER TABLE {audit_table.name} ADD COLUMN {col.name} {kind}")
+    for index in audit_table.indexes:
+        index.create(engine, checkfirst=True)
 
 
 class AuditStore:
@@ -175,6 +178,8 @@ class AuditStore:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                # questions (redacted) and conversations: readable by the service's user only
+                Path(path).touch(mode=0o600, exist_ok=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             for attempt in range(5):  # a brand-new file opened by several workers at once

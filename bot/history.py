@@ -181,7 +181,8 @@ class _Cipher:
     def open(self, stored: str, encrypted: bool) -> str:
         if not encrypted:
             return stored
-        self.check()
+        if self.error:
+            raise ConversationUnreadableError(self.error)
         if self._fernet is None:
             raise ConversationUnreadableError("encrypted, and no history key is set")
         try:
@@ -249,10 +250,11 @@ class ConversationStore:
         self._cipher.check()
 
     def storable(self, level: Sensitivity) -> bool:
-        """Whether a conversation at ``level`` may be stored at all."""
+        """Whether a conversation at ``level`` may be stored at all: above public only
+        encrypted (an internal turn may hold a name or a client's street)."""
         if self._retention[level] <= 0:
             return False
-        return level is not Sensitivity.sensitive or self._cipher.usable
+        return level is Sensitivity.public or self._cipher.usable
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -281,7 +283,9 @@ class ConversationStore:
         with self.engine.begin() as conn:
             row = None
             if conversation_id:
-                mine = and_(_C.id == conversation_id, _C.subject == subject, self._live(now))
+                # a conversation that is full is not continued: the answer starts a new one
+                mine = and_(_C.id == conversation_id, _C.subject == subject, self._live(now),
+                            _C.turns < self.settings.max_turns)
                 # Write first, read after: the write takes the lock (PostgreSQL: the row,
                 # SQLite: the database), so two answers continuing one conversation at once
                 # read its turns one after the other and number theirs apart.
@@ -379,8 +383,8 @@ class ConversationStore:
                                readable=title is not None)
 
     def list(self, subject: str) -> builtins.list[ConversationOut]:
-        """``subject``'s live conversations, the most recently used first."""
-        self._cipher.check()
+        """``subject``'s live conversations, the most recently used first (with a key that
+        does not open them: listed as unreadable, so that they can still be deleted)."""
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(conversations).where(_C.subject == subject, self._live(self._now()))
@@ -439,8 +443,8 @@ class ConversationStore:
         out: builtins.list[dict[str, Any]] = []
         for c in self.list(subject):
             try:
-                detail = self.get(subject, c.id)
-            except ConversationUnreadableError:
+                detail = self.get(subject, c.id) if c.readable else None
+            except (ConversationUnreadableError, HistoryKeyError):
                 detail = None
             if detail is not None:
                 out.append(detail.model_dump(mode="json"))

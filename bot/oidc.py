@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import (
     BadSignatureError,
     ExpiredTokenError,
     InvalidClaimError,
+    InvalidKeyIdError,
     JoseError,
     MissingClaimError,
     UnsupportedAlgorithmError,
@@ -63,22 +64,38 @@ class SubjectHasher:
         self._key = key
 
     @classmethod
-    def from_settings(cls, env_name: str, data_dir: Path) -> SubjectHasher:
+    def from_settings(cls, env_name: str, data_dir: Path, development: bool = False
+                      ) -> SubjectHasher:
+        """The key from ``env_name``; in development, failing that, a file made once in the
+        data directory. Outside development the key must be set: every replica and every
+        restart must give a person the same pseudonym (their history, their audit records and
+        their rate limit hang on it)."""
         if value := os.environ.get(env_name):
+            if len(value) < 32:
+                raise ValueError(f"{env_name} is too short: use at least 32 random characters")
             return cls(value.encode())
+        if not development:
+            raise ValueError(
+                f"sign-in needs {env_name}: a secret of at least 32 characters, the same for "
+                "every replica (e.g. `python -c \"import secrets; print(secrets.token_hex(32))\"`)")
         path = data_dir / "subject.key"
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:  # first process to get here writes it; the others read it
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            for _ in range(50):
-                if key := path.read_bytes().strip():
-                    return cls(key)
-                time.sleep(0.02)
-            raise RuntimeError(f"{path} is empty") from None
-        key = secrets.token_hex(32).encode()
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
+        if not path.exists():
+            tmp = path.with_name(f".subject.key.{os.getpid()}.{secrets.token_hex(4)}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_hex(32).encode())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # the first process's key wins; the others read it
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise ValueError(f"{path} does not hold a key; delete it to make a new one")
         return cls(key)
 
     def __call__(self, issuer: str, sub: str) -> str:
@@ -87,14 +104,19 @@ class SubjectHasher:
 
 
 class JWKSCache:
-    """The provider's signing keys, from its discovery document."""
+    """The provider's signing keys, from its discovery document. One request fetches while the
+    others go on with the keys held; a failed fetch is not repeated for ``jwks_refresh_min_s``
+    (a provider that is down or slow must not hold up every request)."""
 
-    def __init__(self, s: OIDCSettings, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, s: OIDCSettings, clock: Callable[[], float] = time.monotonic,
+                 https_only: bool = True) -> None:
         self.s = s
         self._clock = clock
+        self._https_only = https_only
         self._lock = threading.Lock()
         self._keys: KeySet | None = None
-        self._fetched = -1e18
+        self._fetched = -1e18  # last successful fetch
+        self._tried = -1e18  # last attempt, successful or not
         self._jwks_uri: str | None = None
         self.fetches = 0
 
@@ -116,9 +138,10 @@ class JWKSCache:
             if doc.get("issuer") != self.s.issuer:
                 raise ProviderUnavailableError(
                     "the discovery document names another issuer than the one configured")
-            self._jwks_uri = str(doc.get("jwks_uri") or "")
-            if not self._jwks_uri:
-                raise ProviderUnavailableError("the discovery document has no jwks_uri")
+            uri = str(doc.get("jwks_uri") or "")
+            if not uri or (self._https_only and not uri.startswith("https://")):
+                raise ProviderUnavailableError("the discovery document has no HTTPS jwks_uri")
+            self._jwks_uri = uri
         data = self._get(self._jwks_uri)
         try:
             keys = KeySet.import_key_set(data)  # type: ignore[arg-type]
@@ -128,31 +151,42 @@ class JWKSCache:
         return keys
 
     def keys(self, *, refresh: bool = False) -> KeySet:
-        """The cached keys; fetched when missing, older than the cache time, or when ``refresh``
-        is asked for (an unknown key) and the last fetch is not too recent."""
-        with self._lock:
-            age = self._clock() - self._fetched
-            stale = self._keys is None or age > self.s.jwks_cache_s
-            if stale or (refresh and age >= self.s.jwks_refresh_min_s):
-                try:
-                    self._keys = self._fetch()
-                    self._fetched = self._clock()
-                except ProviderUnavailableError:
-                    if self._keys is None:
-                        raise
-                    log.warning("sign-in provider keys could not be refreshed; keeping the "
-                                "cached ones")
+        """The keys held; fetched when there are none, when they are older than the cache time,
+        or when ``refresh`` is asked for (a key the set lacks) and the last attempt is not too
+        recent."""
+        now = self._clock()
+        due = self._keys is None or now - self._fetched > self.s.jwks_cache_s or refresh
+        if not due or (self._keys is not None and now - self._tried < self.s.jwks_refresh_min_s):
+            if self._keys is None:  # the last attempt failed a moment ago
+                raise ProviderUnavailableError("the sign-in provider did not answer")
+            return self._keys
+        # Only one fetch at a time; while it runs, the others use the keys held (if any).
+        if not self._lock.acquire(blocking=self._keys is None):
             assert self._keys is not None
             return self._keys
+        try:
+            if self._keys is not None and self._clock() - self._tried < self.s.jwks_refresh_min_s:
+                return self._keys  # another request fetched while this one waited
+            self._tried = self._clock()
+            try:
+                self._keys = self._fetch()
+                self._fetched = self._clock()
+            except ProviderUnavailableError:
+                if self._keys is None:
+                    raise
+                log.warning("sign-in provider keys could not be refreshed; keeping the held ones")
+            return self._keys
+        finally:
+            self._lock.release()
 
 
 class TokenVerifier:
     """ID token -> Principal."""
 
     def __init__(self, s: OIDCSettings, subject: SubjectHasher,
-                 now: Callable[[], int] | None = None) -> None:
+                 now: Callable[[], int] | None = None, https_only: bool = True) -> None:
         self.s = s
-        self.jwks = JWKSCache(s)
+        self.jwks = JWKSCache(s, https_only=https_only)
         self._subject = subject
         self._now = now or (lambda: int(time.time()))
         self._audiences = [s.client_id, *s.audiences]
@@ -161,18 +195,35 @@ class TokenVerifier:
         algorithms = list(self.s.algorithms)
         try:
             return jwt.decode(token, self.jwks.keys(), algorithms=algorithms)
-        except (BadSignatureError, ValueError, JoseError) as exc:
-            if isinstance(exc, UnsupportedAlgorithmError):
-                raise InvalidTokenError("the token's signing algorithm is not accepted") from exc
+        except UnsupportedAlgorithmError as exc:
+            raise InvalidTokenError("the token's signing algorithm is not accepted") from exc
+        except (JoseError, ValueError) as exc:
+            if not _may_be_rotation(exc, token):
+                raise InvalidTokenError(_reason(exc)) from exc
             first = exc
-        # A key we do not hold (rotation) or a signature that does not verify: fetch the keys
-        # again (rate-limited) and try once more.
+        # A key the set lacks (a rotation): fetch the keys again (not too often) and try once
+        # more.
         try:
             return jwt.decode(token, self.jwks.keys(refresh=True), algorithms=algorithms)
         except UnsupportedAlgorithmError as exc:
             raise InvalidTokenError("the token's signing algorithm is not accepted") from exc
         except (JoseError, ValueError) as exc:
             raise InvalidTokenError(_reason(first)) from exc
+
+    def _id_token_only(self, header: dict[str, Any], claims: dict[str, Any]) -> None:
+        """An ID token issued to this application, not an access token and not a token issued
+        to another client that names this one among its audiences (OIDC Core 3.1.3.7)."""
+        if str(header.get("typ", "")).lower() in ("at+jwt", "application/at+jwt"):
+            raise InvalidTokenError("an access token is not accepted; send the ID token")
+        if "typ" in claims and str(claims["typ"]).lower() != "id":  # Keycloak marks its tokens
+            raise InvalidTokenError("only ID tokens are accepted")
+        if "scp" in claims or "scope" in claims:  # access tokens carry scopes, ID tokens do not
+            raise InvalidTokenError("an access token is not accepted; send the ID token")
+        aud = claims.get("aud")
+        several = isinstance(aud, list) and len(aud) > 1
+        azp = claims.get("azp")
+        if (several or azp is not None) and azp not in self._audiences:
+            raise InvalidTokenError("the token was issued to another application")
 
     def verify(self, token: str) -> Principal:
         decoded = self._decode(token)
@@ -190,6 +241,7 @@ class TokenVerifier:
         except (MissingClaimError, InvalidClaimError, JoseError) as exc:
             raise InvalidTokenError(_claim_reason(exc)) from exc
         claims = decoded.claims
+        self._id_token_only(dict(decoded.header), claims)
         groups = _groups(claims, self.s.role_claim)
         role = max((self.s.group_roles[g] for g in groups if g in self.s.group_roles),
                    key=ROLE_ORDER.index, default=Role.public)
@@ -199,6 +251,19 @@ class TokenVerifier:
                          display_name=str(name) if name else None)
 
 
+def _may_be_rotation(exc: Exception, token: str) -> bool:
+    """Whether fetching the keys again could make ``token`` verify: its key id is not in the
+    set, or it names none and its signature did not verify with the keys held."""
+    if isinstance(exc, InvalidKeyIdError):
+        return True
+    if isinstance(exc, BadSignatureError):
+        try:
+            return "kid" not in jws.extract_compact(token.encode()).headers()
+        except (JoseError, ValueError):
+            return False
+    return False
+
+
 def _groups(claims: dict[str, Any], path: str) -> list[str]:
     """The groups (or roles) at ``path``; a dotted path reaches into objects (Keycloak's
     ``realm_access.roles``)."""
@@ -206,7 +271,7 @@ def _groups(claims: dict[str, Any], path: str) -> list[str]:
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if isinstance(value, str):
-        return value.split()
+        return [value]  # one group (a group's name may hold spaces)
     if isinstance(value, list):
         return [str(v) for v in value]
     return []

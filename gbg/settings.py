@@ -295,6 +295,10 @@ class AuditSettings(BaseModel):
     retention_days: int = Field(default=180, ge=1)
 
 
+ASYMMETRIC_ALGORITHMS = frozenset({
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+
+
 class OIDCSettings(BaseModel):
     """Sign-in with the city's OpenID Connect provider (Entra ID, Keycloak, ...). The bot checks
     the ID tokens the UI sends; the UI signs people in with the same provider."""
@@ -315,6 +319,15 @@ class OIDCSettings(BaseModel):
     admin_groups: list[str] = Field(default_factory=list,
                                     description="Groups that may read the audit log.")
     algorithms: list[str] = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if a not in ASYMMETRIC_ALGORITHMS]
+        if bad or not v:
+            raise ValueError(f"algorithms {bad or v} not accepted: only the provider's public "
+                             f"keys can check a token ({', '.join(sorted(ASYMMETRIC_ALGORITHMS))})")
+        return v
     leeway_s: int = Field(default=60, ge=0, le=600, description="Clock skew allowed on "
                                                                "exp/nbf/iat.")
     jwks_cache_s: int = Field(default=3600, ge=0, description="How long fetched keys are "
@@ -336,9 +349,9 @@ class AuthSettings(BaseModel):
     subject_key_env: str = Field(
         default="GBG_SUBJECT_KEY", description="Environment variable with the key that "
         "pseudonymises signed-in subjects (default: a key kept at <data_dir>/subject.key).")
-    api_key_field: bool = Field(
-        default=True, description="The UI's API-key field (for development and scripts); "
-        "turn off when people sign in with OIDC.")
+    api_key_field: bool | None = Field(
+        default=None, description="The UI's API-key field (development, or a city without an "
+        "identity provider); default: shown only when no OIDC provider is configured.")
 
 
 class HistorySettings(BaseModel):
@@ -355,6 +368,17 @@ class HistorySettings(BaseModel):
         default="GBG_HISTORY_KEY", description="Environment variable with the Fernet key that "
         "encrypts stored conversations; without it sensitive ones are not stored.")
     max_conversations: int = Field(default=200, ge=1, description="Per person; the oldest go.")
+    max_turns: int = Field(default=100, ge=1, description="Questions per conversation; the "
+                           "next one starts a new conversation.")
+
+    @field_validator("retention_hours")
+    @classmethod
+    def _finite(cls, v: dict[Sensitivity, float]) -> dict[Sensitivity, float]:
+        for level, hours in v.items():
+            if not 0 <= hours < 24 * 366 * 10:
+                raise ValueError(f"retention_hours[{level.value}] = {hours}: give 0 (not "
+                                 "stored) up to ten years, in hours")
+        return v
 
 
 class Settings(BaseSettings):

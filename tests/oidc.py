@@ -4,6 +4,7 @@ from it the way a relying party gets them: authorize, then exchange the code."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,3 +63,69 @@ def provider(port: int = 0, token_max_age: timedelta = timedelta(hours=1)) -> It
         port=port, access_token_max_age=token_max_age
     ) as server:
         yield Provider(server.server_port)
+
+
+class SigningIssuer:
+    """An issuer whose tokens the test shapes itself (claims and headers that real providers
+    send but the mock does not: several audiences with ``azp``, Keycloak's and Entra's access
+    tokens, key ids), served like a provider: discovery and JWKS over HTTP on loopback, tokens
+    signed with its own RSA keys."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from joserfc.jwk import RSAKey
+
+        self.keys = [RSAKey.generate_key(2048, parameters={"kid": "k1"})]
+        self.requests: list[str] = []
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.requests.append(self.path)
+                body: dict[str, Any]
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                elif self.path == "/jwks":
+                    body = {"keys": [k.as_dict(private=False) for k in issuer.keys]}
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def rotate(self) -> None:
+        from joserfc.jwk import RSAKey
+
+        kid = f"k{len(self.keys) + 1}"
+        self.keys = [RSAKey.generate_key(2048, parameters={"kid": kid})]
+
+    def token(self, sub: str = "anna", header: dict[str, Any] | None = None,
+              key_index: int = 0, **claims: Any) -> str:
+        import time
+
+        from joserfc import jwt
+
+        now = int(time.time())
+        body = {"iss": self.url, "sub": sub, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
+                **claims}
+        key = self.keys[key_index]
+        head = {"alg": "RS256", "kid": key.kid, **(header or {})}
+        return jwt.encode(head, {k: v for k, v in body.items() if v is not None}, key)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,10 +20,11 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from bot.http.app import create_app
+from bot.oidc import SubjectHasher
 from gbg.settings import OIDCSettings, Settings
 from ingest.embedders import Embedder
 from tests.helpers import free_port, make_bot
-from tests.oidc import CLIENT_ID, Provider, provider
+from tests.oidc import CLIENT_ID, Provider, SigningIssuer, provider
 
 GROUPS = {"gbg-care": "care", "gbg-staff": "staff"}
 ANNA = "anna.andersson@stad.example"  # care
@@ -297,3 +299,107 @@ def test_no_name_email_or_sub_in_audit_or_logs(idp: Provider, bot: Bot,
     for secret in ("Anna", "Andersson", ANNA, "anna.andersson", token):
         assert secret not in dump, secret
         assert secret not in ours, secret
+
+
+# -- token shapes real providers send (an issuer on loopback that signs what the test shapes) ---
+
+@pytest.fixture
+def shaped(bundled_store: Settings, tmp_path: Path) -> Iterator[tuple[SigningIssuer, TestClient]]:
+    issuer = SigningIssuer()
+    s = oidc_settings(bundled_store, issuer.url, tmp_path, jwks_refresh_min_s=1.0)
+    try:
+        with TestClient(create_app(s)) as client:
+            yield issuer, client
+    finally:
+        issuer.close()
+
+
+def test_only_id_tokens_issued_to_this_application(
+        shaped: tuple[SigningIssuer, TestClient]) -> None:
+    issuer, client = shaped
+    care: dict[str, Any] = {"groups": ["gbg-care"]}
+    assert me(client, issuer.token(**care)).json()["role"] == "care"
+    ok = issuer.token(aud=[CLIENT_ID, "other"], azp=CLIENT_ID, typ="ID", **care)
+    assert me(client, ok).json()["role"] == "care"
+    refused = {
+        # an ID token of another client that lists this one among its audiences
+        "another client's": issuer.token(aud=[CLIENT_ID, "other"], azp="other", **care),
+        "several audiences, no azp": issuer.token(aud=[CLIENT_ID, "other"], **care),
+        # Keycloak: an access token for a single-page app with this client in its audience
+        "keycloak access": issuer.token(aud=[CLIENT_ID, "account"], azp="some-spa",
+                                        typ="Bearer", scope="openid profile", **care),
+        # Entra ID: an access token for this application's API
+        "entra access": issuer.token(scp="access_as_user", **care),
+        # RFC 9068 access tokens
+        "at+jwt": issuer.token(header={"typ": "at+jwt"}, **care),
+    }
+    for what, token in refused.items():
+        r = me(client, token)
+        assert r.status_code == 401, what
+        assert "application" in r.json()["detail"] or "access token" in r.json()["detail"] \
+            or "ID tokens" in r.json()["detail"], what
+
+
+def test_a_group_name_is_not_split(shaped: tuple[SigningIssuer, TestClient]) -> None:
+    issuer, client = shaped
+    assert me(client, issuer.token(groups="x gbg-care")).json()["role"] == "public"
+    assert me(client, issuer.token(groups="gbg-care")).json()["role"] == "care"
+
+
+def test_keys_are_fetched_again_only_for_a_new_key_and_not_too_often(
+        shaped: tuple[SigningIssuer, TestClient]) -> None:
+    issuer, client = shaped
+    jwks = lambda: issuer.requests.count("/jwks")  # noqa: E731
+    assert me(client, issuer.token(groups=["gbg-staff"])).status_code == 200
+    assert jwks() == 1
+    for bad in ("abc.def.ghi", issuer.token(groups=["gbg-staff"])[:-6] + "AAAAAA"):
+        assert me(client, bad).status_code == 401
+    assert jwks() == 1  # garbage and bad signatures under a known key id fetch nothing
+    time.sleep(1.1)
+    issuer.rotate()
+    new = issuer.token(groups=["gbg-staff"])
+    assert me(client, new).status_code == 200 and jwks() == 2  # a new key id: fetched
+    for i in range(5):  # unknown key ids: at most one fetch per jwks_refresh_min_s
+        me(client, issuer.token(header={"kid": f"forged-{i}"}, groups=["gbg-staff"]))
+    assert jwks() == 2
+    time.sleep(1.1)
+    me(client, issuer.token(header={"kid": "forged-late"}, groups=["gbg-staff"]))
+    assert jwks() == 3
+
+
+def test_held_keys_serve_while_the_provider_is_down(
+        shaped: tuple[SigningIssuer, TestClient]) -> None:
+    issuer, client = shaped
+    token = issuer.token(groups=["gbg-staff"])
+    assert me(client, token).status_code == 200
+    issuer.close()
+    state = client.app.state.gbg  # type: ignore[attr-defined]
+    state.verifier.jwks.s = state.verifier.jwks.s.model_copy(update={"jwks_cache_s": 0})
+    for _ in range(3):  # stale keys, the provider unreachable: still verified, one attempt
+        assert me(client, token).json()["role"] == "staff"
+
+
+def test_symmetric_or_no_algorithms_cannot_be_configured() -> None:
+    for algs in (["RS256", "none"], ["HS256"], []):
+        with pytest.raises(ValidationError, match="not accepted"):
+            OIDCSettings(issuer="https://idp.example", client_id="x", algorithms=algs)
+
+
+def test_the_subject_key_is_required_outside_development(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GBG_SUBJECT_KEY", raising=False)
+    with pytest.raises(ValueError, match="GBG_SUBJECT_KEY"):
+        SubjectHasher.from_settings("GBG_SUBJECT_KEY", tmp_path)
+    monkeypatch.setenv("GBG_SUBJECT_KEY", "short")
+    with pytest.raises(ValueError, match="too short"):
+        SubjectHasher.from_settings("GBG_SUBJECT_KEY", tmp_path)
+    monkeypatch.setenv("GBG_SUBJECT_KEY", "k" * 40)
+    a = SubjectHasher.from_settings("GBG_SUBJECT_KEY", tmp_path)
+    assert a("iss", "anna") == SubjectHasher.from_settings("GBG_SUBJECT_KEY", tmp_path)(
+        "iss", "anna") != a("iss", "bo")
+    monkeypatch.delenv("GBG_SUBJECT_KEY")
+    dev = SubjectHasher.from_settings("GBG_SUBJECT_KEY", tmp_path, development=True)
+    key = tmp_path / "subject.key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    again = SubjectHasher.from_settings("GBG_SUBJECT_KEY", tmp_path, development=True)
+    assert dev("iss", "anna") == again("iss", "anna")

@@ -270,11 +270,12 @@ def test_signed_out_with_oidc_offers_sign_in(monkeypatch: pytest.MonkeyPatch) ->
     assert not at.exception
     assert at.sidebar.button(key="oidc_sign_in").label == text("sign_in", "sv")
     assert text("staff_sign_in_oidc", "sv") in sidebar_text(at)
-    assert at.sidebar.text_input(key="key_input")  # the development key field, folded away
-    monkeypatch.setenv("GBG_AUTH__API_KEY_FIELD", "false")
-    at.run()
+    # with an identity provider, no API-key field unless development asks for one
     assert not at.sidebar.get("text_input") or all(
         w.key != "key_input" for w in at.sidebar.text_input)
+    monkeypatch.setenv("GBG_AUTH__API_KEY_FIELD", "true")
+    at.run()
+    assert at.sidebar.text_input(key="key_input")  # the development key field, folded away
 
 
 def test_signed_in_role_history_reopen_and_continue(stub_bot: StubBot) -> None:

@@ -5,7 +5,7 @@ Run with `gbg ui` (or `./scripts/up`); talks to the bot at GBG_UI__BOT_URL over 
 Staff sign in with the city's OpenID Connect provider (Streamlit's st.login, configured by `gbg ui`
 in a secrets file); the UI then sends the person's ID token to the bot, which decides their role
 and keeps their conversations (the history in the sidebar). The API-key field stays for
-development when ``auth.api_key_field`` is on.
+development or without an identity provider (``auth.api_key_field``).
 
 The page speaks the platform's 14 languages (texts from gbg.i18n): the browser's language until
 the user chooses one; Arabic and Persian lay the page out right to left. The answers are in the
@@ -129,10 +129,13 @@ def oidc_configured() -> bool:
 
 
 def api_key_field() -> bool:
+    """The API-key field: when the settings say so, else only without an identity provider.
+    Settings that do not validate show it only without one too (the bot reports them)."""
     try:
-        return Settings().auth.api_key_field
-    except ValueError:  # settings that do not validate: the bot reports them
-        return True
+        chosen = Settings().auth.api_key_field
+    except ValueError:
+        chosen = None
+    return (not OIDC) if chosen is None else chosen
 
 
 def oidc_user() -> dict[str, Any] | None:

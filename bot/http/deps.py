@@ -56,8 +56,11 @@ class AppState:
 
     def __post_init__(self) -> None:
         if self.settings.auth.oidc is not None and self.verifier is None:
-            self.verifier = TokenVerifier(self.settings.auth.oidc, SubjectHasher.from_settings(
-                self.settings.auth.subject_key_env, self.settings.data_dir))
+            self.verifier = TokenVerifier(
+                self.settings.auth.oidc,
+                SubjectHasher.from_settings(self.settings.auth.subject_key_env,
+                                            self.settings.data_dir, self.settings.development),
+                https_only=not self.settings.development)
 
     def get_audit(self) -> AuditStore:
         if self.audit is None:
@@ -158,7 +161,7 @@ def caller(
         _limited(state.limiter.hit("address", address))
         raise _unauthorized("invalid API key") from exc
     except HTTPException as exc:
-        if exc.status_code == 401:
+        if exc.status_code in (401, 503):  # also while the provider is down: no free retries
             _limited(state.limiter.hit("address", address))
         raise
     if p.subject:
@@ -182,6 +185,12 @@ Service = Annotated[ChatService, Depends(service)]
 Audit = Annotated[AuditStore, Depends(audit_store)]
 
 
+def history_any_key(state: State) -> ConversationStore:
+    """The store even when its key is wrong: deleting needs no key (retention and erasure must
+    work whatever happens to the key)."""
+    return state.get_history()
+
+
 def history_store(state: State) -> ConversationStore:
     store = state.get_history()
     try:
@@ -192,6 +201,7 @@ def history_store(state: State) -> ConversationStore:
 
 
 History = Annotated[ConversationStore, Depends(history_store)]
+HistoryAnyKey = Annotated[ConversationStore, Depends(history_any_key)]
 
 
 def trail(request: Request) -> AuditTrail:

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 # Hybrid retrieval scores BM25 on this pool while the query is embedded and searched in Chroma:
 # ONNX inference and numpy release the GIL, so the two overlap instead of adding up.
-_LEXICAL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bm25")
+_LEXICAL: Executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bm25")
 
 
 class HybridRetriever:

@@ -64,7 +64,7 @@ def _floor(state: AppState, who: Principal, body: ChatIn) -> Sensitivity:
     """The level the continued conversation reached: its next turn is classified no lower
     (even if the client leaves the earlier turns out). When the history cannot be read, assume
     the worst: the turn stays on the city's machines."""
-    if who.subject is None or not body.conversation_id or not state.settings.history.enabled:
+    if who.subject is None or not body.conversation_id:
         return Sensitivity.public
     try:
         return state.get_history().level(who.subject, body.conversation_id) or Sensitivity.public

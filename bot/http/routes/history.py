@@ -18,7 +18,7 @@ from bot.history import (
     ConversationOut,
     ConversationUnreadableError,
 )
-from bot.http.deps import Audit, Caller, History
+from bot.http.deps import Audit, Caller, History, HistoryAnyKey
 from bot.schemas import ErrorOut
 
 router = APIRouter(tags=["history"])
@@ -71,7 +71,7 @@ def get_conversation(conversation_id: ConversationId, who: Person,
 @router.delete("/v1/conversations/{conversation_id}", status_code=204,
                responses={**_ERRORS, 404: {"model": ErrorOut}})
 def delete_conversation(conversation_id: ConversationId, who: Person,
-                        store: History) -> Response:
+                        store: HistoryAnyKey) -> Response:
     """Delete one of your conversations."""
     if not store.delete(_subject(who), conversation_id):
         raise HTTPException(404, "no such conversation")
@@ -79,13 +79,13 @@ def delete_conversation(conversation_id: ConversationId, who: Person,
 
 
 @router.delete("/v1/conversations", responses=_ERRORS)
-def delete_conversations(who: Person, store: History) -> dict[str, int]:
+def delete_conversations(who: Person, store: HistoryAnyKey) -> dict[str, int]:
     """Delete all your conversations."""
     return {"deleted": store.delete_all(_subject(who))}
 
 
 @router.get("/v1/me/export", responses=_ERRORS)
-def export(who: Person, store: History, audit: Audit) -> dict[str, Any]:
+def export(who: Person, store: HistoryAnyKey, audit: Audit) -> dict[str, Any]:
     """Everything stored about you: your pseudonymous subject, your role, your conversations
     (decrypted) and the audit records of your requests."""
     subject = _subject(who)
