@@ -19,16 +19,14 @@ import argparse
 import sys
 import tempfile
 import time
-from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import bot.retrieval.retriever as retriever_mod  # noqa: E402
 from bot.retrieval.retriever import HybridRetriever  # noqa: E402
 from bot.retrieval.types import RetrievalOptions  # noqa: E402
 from eval.datasets import load_retrieval_dataset  # noqa: E402
@@ -46,15 +44,6 @@ BENCH = CorpusManifest.model_validate({
     "languages": ["sv"], "license": {"name": "CC BY 4.0"},
     "sources": [{"type": "files", "include": ["*"]}],
 })
-
-
-class _Inline(Executor):
-    """An executor that runs the task at once, on the calling thread."""
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
-        f: Future[Any] = Future()
-        f.set_result(fn(*args, **kwargs))
-        return f
 
 
 def real_vectors(settings: Settings, data: Path) -> tuple[np.ndarray, list[str], list[dict]]:
@@ -117,8 +106,7 @@ def main() -> None:
         embed.append((time.perf_counter() - t0) * 1000)
     print(f"query embedding alone: p50 {np.percentile(embed, 50):.1f} ms  "
           f"p95 {np.percentile(embed, 95):.1f} ms")
-    pool = retriever_mod._LEXICAL
-    print(f"{'chunks':>8} {'mode':<10} {'queries':<6} {'p50 ms':>8} {'p95 ms':>8}   "
+    print(f"{'chunks':>8} {'mode':<7} {'queries':<6} {'p50 ms':>8} {'p95 ms':>8}   "
           "(index build s)")
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -129,12 +117,8 @@ def main() -> None:
             built = time.perf_counter() - t
             for q in ("uppvärmning", "warm-up query", "hur", "vad", "när"):
                 r.retrieve(q)  # warm up the code paths, not these questions' vectors
-            for label in ("hybrid", "hybrid-seq", "dense", "bm25"):
-                # hybrid-seq: BM25 scored after the dense search instead of beside it (how
-                # hybrid ran before; the ratio to "hybrid" in one run is the overlap's gain)
-                mode: Literal["hybrid", "dense", "bm25"] = label.removesuffix(  # type: ignore[assignment]
-                    "-seq")
-                retriever_mod._LEXICAL = _Inline() if label.endswith("-seq") else pool
+            mode: Literal["hybrid", "dense", "bm25"]
+            for mode in ("hybrid", "dense", "bm25"):
                 for kind in ("cold", "warm"):
                     if kind == "cold":
                         emb.clear_queries()
@@ -143,9 +127,8 @@ def main() -> None:
                         t0 = time.perf_counter()
                         r.retrieve(q, options=RetrievalOptions(mode=mode))
                         times.append((time.perf_counter() - t0) * 1000)
-                    print(f"{n:>8} {label:<10} {kind:<6} {np.percentile(times, 50):>8.1f} "
+                    print(f"{n:>8} {mode:<7} {kind:<6} {np.percentile(times, 50):>8.1f} "
                           f"{np.percentile(times, 95):>8.1f}   ({built:.0f})", flush=True)
-            retriever_mod._LEXICAL = pool
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from eval.retrieval import (
 from eval.suites import EVAL_DIR, RandomRetriever, apply_config, load_config, load_gold, run_suites
 from gbg.settings import ProviderSettings, Settings
 from ingest.embed_cache import embedder_for
+from ingest.embedders import Embedder
 
 Progress = Callable[[str, int], Callable[[], None]]
 T = TypeVar("T")
@@ -41,7 +42,7 @@ def spread(items: list[T], n: int | None) -> list[T]:
 
 
 def retrieval_eval(settings: Settings, dataset: str, data: Path, split: str | None,
-                   limit: int | None, reports_dir: Path, progress: Progress
+                   limit: int | None, reports_dir: Path, progress: Progress, folds: int = 5
                    ) -> tuple[dict[str, Any], Path, RetrievalDataset]:
     """recall@k, MRR@10 and nDCG@10 per retrieval mode over one dataset; the report's path."""
     ds = load_retrieval_dataset(dataset, data, split)
@@ -59,7 +60,23 @@ def retrieval_eval(settings: Settings, dataset: str, data: Path, split: str | No
         "rrf_k": s.retrieval.rrf_k,
         "weights": {"dense": s.retrieval.dense_weight, "bm25": s.retrieval.bm25_weight},
     })
+    if folds > 1:
+        progress(f"{folds}-fold cross-validation", 1)
+        payload["crossval"] = crossval_report(s, embedder, ds, folds)
     return payload, write_report(reports_dir, payload), ds
+
+
+def crossval_report(s: Settings, embedder: Embedder, ds: RetrievalDataset, k: int
+                    ) -> dict[str, Any]:
+    """Every data-chosen retrieval knob, chosen on k-1 folds and scored on the k-th."""
+    from eval.crossval import collect, cross_validate, shipped
+    from gbg.labels import Role
+    from ingest.store import ChromaStore
+
+    retriever = HybridRetriever(ChromaStore.from_settings(s), embedder, s.retrieval)
+    retriever.index_for(Role.public)
+    qvecs = embedder.embed_queries([q.question for q in ds.queries])
+    return cross_validate(collect(retriever, ds, qvecs), shipped(s.retrieval), k).as_dict()
 
 
 def _materialise(s: Settings, ds: RetrievalDataset) -> None:

@@ -165,15 +165,20 @@ def eval_retrieval(
         Path, typer.Option(help="Where the JSON report goes.")
     ] = Path("reports"),
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    folds: Annotated[int, typer.Option(
+        help="Cross-validate the fusion knobs over this many folds (grouped by gold document; "
+             "1 = off).")] = 5,
 ) -> None:
-    """recall@1/5/10, MRR@10 and nDCG@10 for dense, BM25 and hybrid over the same chunks."""
+    """recall@1/5/10, MRR@10 and nDCG@10 for dense, BM25 and hybrid over the same chunks; then
+    every data-chosen knob (fusion, weights, RRF k, candidate depth) cross-validated: chosen on
+    the other folds, scored on the held-out one."""
     from eval.commands import retrieval_eval
     from eval.datasets import DatasetError
 
     try:
         with Progress(console=err, disable=json_out) as progress:
             payload, path, ds = retrieval_eval(_settings(), dataset, data, split, limit,
-                                               reports_dir, _progress(progress))
+                                               reports_dir, _progress(progress), folds)
     except DatasetError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -189,6 +194,19 @@ def eval_retrieval(
     for mode, m in payload["modes"].items():
         table.add_row(mode, *(f"{m[c]:.3f}" if "ms" not in c else f"{m[c]:.1f}" for c in cols))
     out.print(table)
+    if cv := payload.get("crossval"):
+        t = Table(title=f"nDCG@10 on held-out folds ({cv['folds']}-fold cross-validation over "
+                        f"{cv['configurations']} configurations, grouped by gold document)")
+        t.add_column("configuration")
+        t.add_column("mean", justify="right")
+        t.add_column("sd", justify="right")
+        t.add_column("per fold", justify="right")
+        for name, v in cv["heldout_ndcg@10"].items():
+            t.add_row(name, f"{v['mean']:.3f}", f"{v['sd']:.3f}",
+                      " ".join(f"{x:.3f}" for x in v["folds"]))
+        out.print(t)
+        out.print(f"chosen per fold: {'; '.join(cv['chosen_per_fold'])}")
+        out.print(f"most often chosen: {cv['winner']} -> settings {cv['winner_settings']}")
     out.print(f"report: {path}")
 
 

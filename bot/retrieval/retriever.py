@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -36,10 +35,6 @@ from ingest.errors import StoreUnavailableError
 from ingest.store import INGESTING, ChromaStore, CorpusCollection, CorpusSnapshot, chunk_id
 
 log = logging.getLogger(__name__)
-
-# Hybrid retrieval scores BM25 on this pool while the query is embedded and searched in Chroma:
-# ONNX inference and numpy release the GIL, so the two overlap instead of adding up.
-_LEXICAL: Executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bm25")
 
 
 class HybridRetriever:
@@ -170,11 +165,6 @@ class HybridRetriever:
         by_id: dict[str, RetrievedChunk] = {}
         dense_rank: list[str] = []
         bm25_rank: list[str] = []
-        lexical = None
-        if mode in ("hybrid", "bm25"):
-            idx = self.index_for(role, wait=False)
-            lexical = _LEXICAL.submit(idx.lexical.top, query, n, idx.mask(names, opts.lang)) \
-                if mode == "hybrid" else None
         if mode in ("hybrid", "dense"):
             qv = self.embedder.embed_query_vector(query) if opts.query_vec is None \
                 else opts.query_vec
@@ -182,9 +172,8 @@ class HybridRetriever:
                 by_id[hit.id] = hit
                 dense_rank.append(hit.id)
         if mode in ("hybrid", "bm25"):
-            top = lexical.result() if lexical is not None else \
-                idx.lexical.top(query, n, idx.mask(names, opts.lang))
-            for pos, score in top:
+            idx = self.index_for(role, wait=False)
+            for pos, score in idx.lexical.top(query, n, idx.mask(names, opts.lang)):
                 cid = idx.ids[pos]
                 prev = by_id.get(cid)
                 by_id[cid] = (
