@@ -434,6 +434,13 @@ class Ingestor:
                 vectors[key] = vec
         report.embedded += len(to_embed)
 
+        # One write for every document of the batch (Chroma's per-call cost dominates a warm
+        # cache), then each document's stale chunks: a document's new chunks are stored before
+        # its old ones go, so an interrupted run leaves nothing missing.
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[dict[str, Any]] = []
+        rows: list[np.ndarray] = []
         for di, p in enumerate(pending):
             old_ids = p.state.content_hash_to_id.items() if p.state else []
             old_hash_by_id = {v: k for k, v in old_ids}
@@ -444,13 +451,13 @@ class Ingestor:
                     report.chunks_unchanged += 1
                 else:
                     report.chunks_updated += 1
-            if p.ids:
-                col.upsert(
-                    p.ids,
-                    np.stack([vectors[(di, ci)] for ci in range(len(p.ids))]),
-                    p.texts,
-                    p.metadatas,
-                )
+            ids += p.ids
+            texts += p.texts
+            metas += p.metadatas
+            rows += [vectors[(di, ci)] for ci in range(len(p.ids))]
+        if ids:
+            col.upsert(ids, np.stack(rows), texts, metas)
+        for p in pending:
             stale = sorted((p.state.ids if p.state else set()) - set(p.ids))
             col.delete(stale)
             report.chunks_removed += len(stale)
