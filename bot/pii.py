@@ -88,9 +88,20 @@ def _decode_percent(text: str) -> str:
     return text
 
 
+# Three or more letters spaced out one by one with the same mark ("G u n n e l", "G.u.n.n.e.l",
+# "g-u-n-n-e-l"): a word written so that detectors miss it. Two spaces end the word.
+_SPACED = re.compile(r"(?<![^\W\d_])[^\W\d_](?P<sep>[ .\-_*·/|+~])[^\W\d_](?:(?P=sep)[^\W\d_])+"
+                     r"(?![^\W\d_])(?!(?P=sep)[^\W\d_])")
+
+
+def _unspace(text: str) -> str:
+    return _SPACED.sub(lambda m: m.group(0).replace(m.group("sep"), ""), text)
+
+
 def normalise(text: str) -> str:
     """The canonical view every detector reads (see the module docstring)."""
     t = unicodedata.normalize("NFKC", _decode_percent(text)).translate(_translation())
+    t = _unspace(t)
     t = t.translate(_FLATTEN)
     t = _numbers().digits(t)
     return re.sub(r"[ ]{2,}", " ", t)
