@@ -9,12 +9,13 @@ generated once and kept beside it. Both files are readable by their owner only.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 from gbg.settings import OIDCSettings, Settings
 
@@ -39,6 +40,8 @@ def _write_private(path: Path, text: str) -> None:
 def cookie_secret(data_dir: Path) -> str:
     """The key that signs the UI's sign-in cookie: made once, then read from the data dir (a new
     one would sign everybody out)."""
+    if (shared := os.environ.get("GBG_UI_COOKIE_SECRET", "")) and len(shared) >= 32:
+        return shared  # several UI replicas must sign cookies alike
     path = data_dir / COOKIE_KEY_FILE
     if path.is_file():
         value = path.read_text(encoding="utf-8").strip()
@@ -77,23 +80,10 @@ def auth_section(settings: Settings, ui_port: int,
     }
 
 
-def _toml_value(value: Any) -> str:
-    # A JSON string (ASCII, standard escapes) is a valid TOML basic string.
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, str):
-        return json.dumps(value)
-    raise TypeError(f"no TOML for {type(value).__name__}")
-
-
 def secrets_toml(section: Mapping[str, Any]) -> str:
     """The secrets file's text: ``[auth]`` and its ``[auth.client_kwargs]`` table."""
-    lines = ["# Written by gbg ui / gbg up from the settings; do not edit or commit.", "[auth]"]
-    tables = {k: v for k, v in section.items() if isinstance(v, Mapping)}
-    lines += [f"{k} = {_toml_value(v)}" for k, v in section.items() if k not in tables]
-    for name, table in tables.items():
-        lines += ["", f"[auth.{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
+    header = "# Written by gbg ui / gbg up from the settings; do not edit or commit.\n"
+    return header + tomli_w.dumps({"auth": dict(section)})
 
 
 def write_ui_secrets(settings: Settings, ui_port: int,
