@@ -420,7 +420,8 @@ def signed_in_ui(bot_url: str, secrets: Path, port: int, log_path: Path) -> Iter
 
 @pytest.mark.slow
 def test_sign_in_ask_reopen_delete_and_sign_out_in_a_browser(
-        bundled_store: Settings, e5: Embedder, tmp_path: Path) -> None:
+        bundled_store: Settings, e5: Embedder, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A care worker signs in through the provider's login page, sees her role, asks a staff
     question, reloads the page, reopens the conversation from the history and continues it,
     deletes it and signs out."""
@@ -431,6 +432,10 @@ def test_sign_in_ask_reopen_delete_and_sign_out_in_a_browser(
 
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's `chromium` package")
+    from cryptography.fernet import Fernet
+
+    # a staff routine is internal: kept only encrypted
+    monkeypatch.setenv("GBG_HISTORY_KEY", Fernet.generate_key().decode())
     sv = {key: text(key, "sv") for key in ("sign_in", "sign_out", "role_care", "no_history",
                                            "history", "answer_from")}
     with provider() as idp:
