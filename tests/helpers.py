@@ -66,6 +66,43 @@ def serve_in_thread(app: Any, **config: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+@contextmanager
+def streamlit_running(cmd: list[str], env: Mapping[str, str], port: int,
+                      log_path: Path) -> Iterator[None]:
+    """Streamlit started by ``cmd`` (its output in ``log_path``), until it reports healthy on
+    ``port``; stopped afterwards. A start that fails shows the log."""
+    import subprocess
+
+    import httpx
+    import pytest
+
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env), stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health",
+                             timeout=2).text.strip() == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not become healthy:\n{log_path.read_text()}")
+            time.sleep(0.25)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 # -- the chat API ---------------------------------------------------------------------------
 
 def ask(client: TestClient, question: str, *, headers: Mapping[str, str] | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from bot.http.app import create_app
 from gbg.i18n import text
 from gbg.settings import Settings
 from ingest.embedders import Embedder
-from tests.helpers import REPO, Bot, free_port, make_bot, serve_in_thread
+from tests.helpers import REPO, Bot, free_port, make_bot, serve_in_thread, streamlit_running
 
 pytestmark = pytest.mark.slow
 
@@ -75,30 +73,8 @@ def streamlit_ui(bot_url: str, log_path: Path) -> Iterator[str]:
     cmd = [sys.executable, "-m", "streamlit", "run", "ui/app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true",
            "--browser.gatherUsageStats", "false"]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).text.strip() == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not become healthy:\n{log_path.read_text()}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    with streamlit_running(cmd, env, port, log_path):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

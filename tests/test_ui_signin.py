@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import threading
-import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from gbg.i18n import text
 from gbg.settings import OIDCSettings, Settings
 from ingest.embedders import Embedder
-from tests.helpers import REPO, free_port, make_bot, serve_in_thread
+from tests.helpers import REPO, free_port, make_bot, serve_in_thread, streamlit_running
 from tests.test_browser import ANSWER_TIMEOUT_MS, CHROMIUM, CHROMIUM_ARGS, screenshot
 from ui.auth_config import (
     COOKIE_KEY_FILE,
@@ -391,31 +388,8 @@ def signed_in_ui(bot_url: str, secrets: Path, port: int, log_path: Path) -> Iter
     from gbg.cli import _streamlit
 
     env = dict(os.environ, GBG_UI__BOT_URL=bot_url, GBG_AUTH__API_KEY_FIELD="false")
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(_streamlit("127.0.0.1", port, secrets), cwd=REPO, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/_stcore/health",
-                             timeout=2).text.strip() == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not become healthy:\n{log_path.read_text()}")
-            time.sleep(0.25)
+    with streamlit_running(_streamlit("127.0.0.1", port, secrets), env, port, log_path):
         yield f"http://localhost:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.mark.slow
