@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,18 +141,22 @@ def _aware(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _create_schema(engine: Engine, attempts: int = 3) -> None:
+def create_schema(engine: Engine, meta: MetaData, attempts: int = 3,
+                  migrate: Callable[[Engine], None] | None = None) -> None:
     """create_all, safe when several workers start together on a fresh database: each checks,
     sees no table and creates it, and all but one fail (PostgreSQL: a duplicate key in pg_type;
-    SQLite: "table audit already exists"). When the table is there after such a failure, another
-    worker made it and the next create_all skips it; any other error is raised."""
+    SQLite: "table audit already exists"). When the tables are there after such a failure,
+    another worker made them and the next create_all skips them; any other error is raised.
+    ``migrate`` then brings tables made by an older version up to date."""
     for attempt in range(attempts):
         try:
-            metadata.create_all(engine)
-            _add_missing_columns(engine)
+            meta.create_all(engine)
+            if migrate is not None:
+                migrate(engine)
             return
         except DBAPIError:
-            if attempt == attempts - 1 or not inspect(engine).has_table(audit_table.name):
+            have = inspect(engine)
+            if attempt == attempts - 1 or not all(have.has_table(t) for t in meta.tables):
                 raise
 
 
@@ -191,7 +196,7 @@ class AuditStore:
                     if attempt == 4:
                         raise
                     time.sleep(0.05 * (attempt + 1))
-        _create_schema(self.engine)
+        create_schema(self.engine, metadata, migrate=_add_missing_columns)
 
     def write(self, rec: AuditRecord) -> None:
         with self.engine.begin() as conn:

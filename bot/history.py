@@ -46,16 +46,14 @@ from sqlalchemy import (
     false,
     func,
     insert,
-    inspect,
     not_,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
-from bot.audit import _aware, _clean
+from bot.audit import _aware, _clean, create_schema
 from gbg.labels import Sensitivity
 from gbg.settings import HistorySettings
 
@@ -201,19 +199,6 @@ def _title(question: str) -> str:
     return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-def _create_schema(engine: Engine, attempts: int = 3) -> None:
-    """create_all, tolerating another worker creating the tables at the same moment (see
-    ``bot.audit._create_schema``)."""
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            return
-        except DBAPIError:
-            have = inspect(engine)
-            if attempt == attempts - 1 or not all(have.has_table(t) for t in metadata.tables):
-                raise
-
-
 class ConversationStore:
     def __init__(self, engine: Engine, settings: HistorySettings | None = None,
                  key: str | None = None, *, key_source: str = "the history key",
@@ -225,7 +210,7 @@ class ConversationStore:
         defaults = HistorySettings().retention_hours  # a level left out of the settings
         self._retention = {lvl: float(self.settings.retention_hours.get(lvl, defaults[lvl]))
                            for lvl in Sensitivity}
-        _create_schema(engine)
+        create_schema(engine, metadata)
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine | None = None,
