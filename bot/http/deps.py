@@ -155,8 +155,7 @@ def caller(
         key = authorization[7:].strip()
     address = request.client.host if request.client else "unknown"
     try:
-        jwt = bool(key) and looks_like_jwt(key or "")
-        p = _signed_in(state, key or "") if jwt else state.keys.authenticate(key)
+        p = _signed_in(state, key) if key and looks_like_jwt(key) else state.keys.authenticate(key)
     except InvalidCredentialsError as exc:
         _limited(state.limiter.hit("address", address))
         raise _unauthorized("invalid API key") from exc
