@@ -24,7 +24,7 @@ import streamlit as st
 
 from gbg.settings import Settings
 from ui import admin, history
-from ui.client import BotClient, BotRequestError, BotUnavailableError, role_of
+from ui.client import BotClient, BotRequestError, BotUnavailableError
 from ui.safe import no_images, no_images_stream
 from ui.texts import (
     badge_text,
@@ -191,14 +191,6 @@ USER = oidc_user() if OIDC else None
 refresh_identity(USER)
 
 
-def is_admin(key: str) -> bool:
-    try:
-        client(key).audit(limit=1)
-        return True
-    except (BotRequestError, BotUnavailableError):
-        return False
-
-
 # --- sidebar: language, sign-in, navigation ------------------------------------------------------
 
 def choose_language() -> None:
@@ -223,9 +215,9 @@ def key_sign_in() -> None:
     key = st.text_input(t("api_key"), type="password", key="key_input")
     if st.button(t("sign_in"), key="sign_in") and key:
         try:
-            corpora = client(key).corpora()
-            ss.api_key, ss.role, ss.messages = key, role_of(corpora), []
-            ss.admin = is_admin(key)
+            me = client(key).me()  # the bot says what the key may do
+            ss.api_key, ss.role, ss.messages = key, me["role"], []
+            ss.admin = bool(me["admin"])
             st.rerun()
         except BotRequestError:
             st.error(t("bad_key"))

@@ -133,11 +133,3 @@ class BotClient:
         except httpx.HTTPError as exc:
             raise BotUnavailableError(self.base_url) from exc
 
-
-def role_of(corpora: list[dict[str, Any]]) -> str:
-    audiences = {c.get("audience") for c in corpora}
-    if "care" in audiences:
-        return "care"
-    if "staff" in audiences:
-        return "staff"
-    return "public"
