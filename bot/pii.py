@@ -18,7 +18,8 @@ Personal data (the request is ``sensitive``):
 
 Doubt means local (the request is at least ``internal``, which no cloud provider is cleared for):
 text in a script the vocabularies do not cover, any run of six or more digits, a client's street,
-a date of birth, an introduced name.
+a date of birth, an introduced name, a person said to have something rare that the city's public
+texts never mention ("vår dotter har <a diagnosis the health list lacks>").
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ from rapidfuzz import fuzz, process
 LEXICON = Path(__file__).with_name("lexicon")
 
 # Kinds that only raise a request to ``internal`` (doubt); every other kind is personal data.
-DOUBT_KINDS = frozenset({"script", "digits", "client_street", "dob", "name", "place"})
+# A word this rare (Zipf frequency in the language of the verb before it) after "has" reads as
+# a possible diagnosis; common things people have (a car, a question, a dog) are far above it.
+RARE_ZIPF = 3.0
+_WORDFREQ = {"bs": "sh"}  # wordfreq's name for Bosnian/Croatian/Serbian
+DOUBT_KINDS = frozenset({"script", "digits", "client_street", "dob", "name", "place",
+                         "condition"})
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,8 @@ class Lexicon:
     last_four: re.Pattern[str]
     months: re.Pattern[str]
     month_of: tuple[tuple[str, int], ...]  # (folded stem, month)
+    # per language: "has", "suffers from" ... followed by the next words
+    condition: tuple[tuple[str, re.Pattern[str]], ...] = ()
 
 
 def _load(name: str) -> dict[str, dict[str, list[str]]]:
@@ -192,6 +200,10 @@ def lexicon() -> Lexicon:
         last_four=_compile(_all(ids, "last_four")),
         months=re.compile(r"(?<!\w)(?:" + "|".join(month_alts) + ")"),
         month_of=month_of,
+        condition=tuple(
+            (lang, re.compile(r"(?:" + _compile(words["condition"]).pattern
+                              + r")((?:\s+[^\W\d_]+){1,3})"))
+            for lang, words in persons.items() if words.get("condition")),
     )
 
 
@@ -593,6 +605,7 @@ class Detector:
     client_streets: frozenset[str] = frozenset()
     public_numbers: frozenset[str] = frozenset()
     public_addresses: frozenset[str] = frozenset()
+    public_words: frozenset[str] = frozenset()  # every word of the public corpora (folded)
     _clients: tuple[Client, ...] = field(default=(), init=False, repr=False)
     _full: tuple[str, ...] = field(default=(), init=False, repr=False)
     _streets: tuple[str, ...] = field(default=(), init=False, repr=False)
@@ -711,7 +724,22 @@ class Detector:
         return bool(client or lexicon().name_intro.search(v.folded)
                     or self._capitalised_person(v.canon))
 
-    def _doubts(self, v: View) -> Iterator[str]:
+    def _rare_condition(self, v: View) -> bool:
+        """A person said to have ("har", "suffers from") a rare word the public corpora never
+        use: possibly a diagnosis the health vocabulary lacks."""
+        from wordfreq import zipf_frequency
+
+        for lang, pat in lexicon().condition:
+            for m in pat.finditer(v.folded):
+                for w in m.group(1).split():
+                    if (len(w) >= 5 and w not in self.public_words
+                            and zipf_frequency(w, _WORDFREQ.get(lang, lang)) < RARE_ZIPF):
+                        return True
+        return False
+
+    def _doubts(self, v: View, person: bool = False) -> Iterator[str]:
+        if person and self._rare_condition(v):
+            yield "condition"
         if uncovered_script(v.canon):
             yield "script"
         for chain in digit_chains(v.canon):
@@ -738,7 +766,7 @@ class Detector:
         if health and person:
             findings.append(Finding("person_health", 0, 0))
         findings += [Finding(k, 0, 0) for k in self._dates(v, person, health, client)]
-        findings += [Finding(k, 0, 0) for k in self._doubts(v)]
+        findings += [Finding(k, 0, 0) for k in self._doubts(v, person and not health)]
         return findings
 
     def find(self, text: str) -> list[Finding]:
@@ -815,6 +843,7 @@ def detector_from_corpora(corpora: Iterable[tuple[str, Iterable[str]]]) -> Detec
     numbers: set[str] = set()
     addresses: set[str] = set()
     public_streets: set[str] = set()
+    public_words: set[str] = set()
     for sensitivity, texts in corpora:
         for text in texts:
             if sensitivity == "sensitive":
@@ -827,8 +856,10 @@ def detector_from_corpora(corpora: Iterable[tuple[str, Iterable[str]]]) -> Detec
                 numbers |= _public_numbers(canon)
                 addresses.update(_address_key(m.group(0)) for m in _ADDRESS.finditer(canon))
                 public_streets.update(m.group(0) for m in _STREET.finditer(text))
+                public_words.update(re.findall(r"[^\W\d_]+", fold(text)))
     names = {n for n in names if _client_name(n, public_pairs, public_caps)}
     return Detector(client_names=frozenset(names), public_terms=frozenset(public_caps),
+                    public_words=frozenset(public_words),
                     client_streets=frozenset(s for s in streets - public_streets if len(s) >= 7),
                     public_numbers=frozenset(numbers), public_addresses=frozenset(addresses))
 

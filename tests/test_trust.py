@@ -130,6 +130,30 @@ def detector(bundled_store: Settings, e5: Embedder) -> Detector:
     return build_detector(HybridRetriever(ChromaStore.from_settings(bundled_store), e5))
 
 
+@pytest.mark.parametrize("question", [
+    "min pappa har fibromyalgi, vem kan hjälpa honom hemma?",
+    "unser Sohn hat Mukoviszidose, bekommt er Hilfe in der Schule?",
+    "my sister has endometriosis, can she get färdtjänst?",
+    "mi hija padece fibrosis quística, ¿qué ayuda hay?",
+])
+def test_a_person_with_a_condition_the_health_list_lacks_stays_local(
+        detector: Detector, question: str) -> None:
+    """Doubt means local: a relative said to have something rare that no public text of the
+    city mentions may be a diagnosis the health vocabulary does not list."""
+    c = classify(question, [], [], "public", detector)
+    assert c.level is not P and "doubt:condition" in c.reasons
+
+
+@pytest.mark.parametrize("question", [
+    "min son har fritidshem, vad kostar det?",  # words the city's own texts use
+    "jag har parkeringstillstånd, var får jag parkera?",
+    "my dad has a car and a dog, can they come on the ferry?",  # common words
+    "Vilka tider har Feskekôrka öppet?",  # no person
+])
+def test_ordinary_things_people_have_are_not_doubt(detector: Detector, question: str) -> None:
+    assert "doubt:condition" not in classify(question, [], [], "public", detector).reasons
+
+
 def test_detector_precision_and_recall(detector: Detector) -> None:
     rows = [json.loads(x) for x in (REPO / "tests/data/pii_strings.jsonl").read_text().splitlines()
             if x.strip()]
