@@ -69,14 +69,15 @@ def retrieval_eval(settings: Settings, dataset: str, data: Path, split: str | No
 def crossval_report(s: Settings, embedder: Embedder, ds: RetrievalDataset, k: int
                     ) -> dict[str, Any]:
     """Every data-chosen retrieval knob, chosen on k-1 folds and scored on the k-th."""
-    from eval.crossval import collect, cross_validate, shipped
+    from eval.crossval import collect, cross_validate, dataset_queries, shipped
     from gbg.labels import Role
     from ingest.store import ChromaStore
 
     retriever = HybridRetriever(ChromaStore.from_settings(s), embedder, s.retrieval)
     retriever.index_for(Role.public)
     qvecs = embedder.embed_queries([q.question for q in ds.queries])
-    return cross_validate(collect(retriever, ds, qvecs), shipped(s.retrieval), k).as_dict()
+    lists = collect(retriever, dataset_queries(ds), qvecs)
+    return cross_validate(lists, shipped(s.retrieval), k).as_dict()
 
 
 def _materialise(s: Settings, ds: RetrievalDataset) -> None:

@@ -25,6 +25,7 @@ from bot.retrieval.retriever import HybridRetriever
 from bot.retrieval.types import RetrievalOptions
 from eval.datasets import RetrievalDataset
 from eval.metrics import dedupe, score_rankings
+from eval.suites import GoldItem
 from gbg.labels import Role
 from gbg.settings import RetrievalSettings
 
@@ -78,20 +79,44 @@ def grid() -> list[FusionConfig]:
     return out
 
 
-def collect(retriever: HybridRetriever, dataset: RetrievalDataset, qvecs: np.ndarray
-            ) -> list[QueryLists]:
-    """Each query's dense and BM25 candidates, once."""
-    names = retriever._resolve_corpora(Role.public, None)
-    out = []
-    for q, qv in zip(dataset.queries, qvecs, strict=True):
-        by_id, dense_rank, bm25_rank = retriever._candidates(
-            q.question, Role.public, names, DEPTH, RetrievalOptions(query_vec=qv), "hybrid")
+@dataclass(frozen=True)
+class CVQuery:
+    """A question with the documents that answer it, the group its fold is chosen by, and the
+    role it is asked with."""
 
-        doc = {c: str(h.metadata.get("doc_id", "")) for c, h in by_id.items()}
+    question: str
+    gold: frozenset[str]
+    group: str
+    role: Role = Role.public
+
+
+def dataset_queries(dataset: RetrievalDataset) -> list[CVQuery]:
+    return [CVQuery(q.question, q.gold_doc_ids,
+                    sorted(q.gold_doc_ids)[0] if q.gold_doc_ids else q.question)
+            for q in dataset.queries]
+
+
+def gold_queries(items: Iterable[GoldItem]) -> list[CVQuery]:
+    """The gold set's answerable questions of its fit part (the check part is never tuned on),
+    grouped by their main document; documents are named by their source."""
+    return [CVQuery(i.question, frozenset(i.gold_sources), i.gold_sources[0], Role(i.role))
+            for i in items if i.answerable and i.gold_sources and i.split == "fit"]
+
+
+def collect(retriever: HybridRetriever, queries: Sequence[CVQuery], qvecs: np.ndarray,
+            doc_key: str = "doc_id") -> list[QueryLists]:
+    """Each query's dense and BM25 candidates, once; a chunk's document is its ``doc_key``
+    metadata (``doc_id`` for the datasets, ``source`` for the bundled corpora)."""
+    out = []
+    for q, qv in zip(queries, qvecs, strict=True):
+        names = retriever._resolve_corpora(q.role, None)
+        by_id, dense_rank, bm25_rank = retriever._candidates(
+            q.question, q.role, names, DEPTH, RetrievalOptions(query_vec=qv), "hybrid")
+        doc = {c: str(h.metadata.get(doc_key, "")) for c, h in by_id.items()}
         out.append(QueryLists(
             [(c, doc[c], float(by_id[c].dense or 0.0)) for c in dense_rank],
             [(c, doc[c], float(by_id[c].bm25 or 0.0)) for c in bm25_rank],
-            set(q.gold_doc_ids), sorted(q.gold_doc_ids)[0] if q.gold_doc_ids else q.question))
+            set(q.gold), q.group))
     return out
 
 

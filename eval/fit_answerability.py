@@ -70,6 +70,7 @@ class Example:
     label: int
     features: dict[str, float] | None  # None: the relevance floor refused it before the model
     lang: str = "sv"  # of the question
+    retrieval: str = ""  # the retrieval settings the features were read under (signature)
 
 def gold_split(rows: list[dict[str, Any]]) -> dict[str, str]:
     """The fit/check part of every gold line (gold_extra.jsonl lines carry theirs)."""
@@ -128,13 +129,26 @@ def _lang(question: str) -> str:
     return "und" if unsupported else lang
 
 
-def _cached() -> dict[tuple[str, str], Example]:
+def retrieval_signature(s: Settings) -> str:
+    """What the cached features depend on besides the question: the retrieval settings and
+    the embedder. Features read under other settings are read again."""
+    import hashlib
+
+    key = json.dumps({"retrieval": s.retrieval.model_dump(mode="json"),
+                      "embedder": s.embedder.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _cached(signature: str | None = None) -> dict[tuple[str, str], Example]:
+    """The cached examples (only those read under ``signature`` when one is given)."""
     if not FEATURES_PATH.is_file():
         return {}
     out = {}
     for x in FEATURES_PATH.read_text(encoding="utf-8").splitlines():
         if x.strip():
             e = Example(**json.loads(x))
+            if signature is not None and e.retrieval != signature:
+                continue
             if e.features is not None:
                 e.features = derive(e.features)
             out[(e.set, e.id)] = e
@@ -338,8 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         svc = build_service(base, audit=AuditStore("sqlite://"))
         ext = base.model_copy(deep=True)
         ext.data_dir = args.datasets_dir or base.data_dir
-        done = _cached()
+        sig = retrieval_signature(base)
+        done = _cached(sig)
         examples = list(done.values())
+        # the cache keeps only what was read under the current settings
+        FEATURES_PATH.write_text("".join(json.dumps(e.__dict__) + "\n" for e in examples),
+                                 encoding="utf-8")
         with FEATURES_PATH.open("a", encoding="utf-8") as cache:
             sources = {
                 "gold": lambda: gold_examples(svc, gs, done, args.check),
@@ -351,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.sets:
                 source = sources[name]()
                 for e in source:
+                    e.retrieval = sig
                     examples.append(e)
                     cache.write(json.dumps(e.__dict__) + "\n")
                     cache.flush()

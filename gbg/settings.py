@@ -135,15 +135,17 @@ class FileLimits(BaseModel):
 
 class RetrievalSettings(BaseModel):
     k: int = Field(default=5, ge=1, le=50, description="Chunks returned per query.")
-    candidates: int = Field(default=40, ge=1, le=500, description="Per retriever, before fusion.")
+    # The fusion defaults are the cross-validated choice of `python -m eval.tune_retrieval`
+    # (SweQUAD-MC, SweFAQ and the gold set's fit part, held-out folds).
+    candidates: int = Field(default=80, ge=1, le=500, description="Per retriever, before fusion.")
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
     fusion: Literal["rrf", "zscore"] = Field(
-        default="rrf",
+        default="zscore",
         description="rrf: reciprocal rank fusion; zscore: weighted sum of z-normalised scores.",
     )
     rrf_k: int = Field(default=60, ge=1)
     dense_weight: float = Field(default=1.0, ge=0)
-    bm25_weight: float = Field(default=1.0, ge=0)
+    bm25_weight: float = Field(default=0.75, ge=0)
     dedupe_threshold: float = Field(
         default=0.9, gt=0, le=1, description="Token Jaccard above which chunks are duplicates."
     )

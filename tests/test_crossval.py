@@ -59,3 +59,23 @@ def test_the_held_out_score_is_of_a_choice_made_without_that_fold() -> None:
     assert set(d["heldout_ndcg@10"]) == {"dense only", "bm25 only", "shipped default",
                                          "cross-validated choice"}
     assert d["winner_settings"]["mode"] in ("bm25", "hybrid")
+
+
+def test_the_gold_set_is_tuned_on_its_fit_part_only() -> None:
+    """The gold set's check part stays unseen by tuning: only answerable fit questions with
+    a gold document are pooled, asked with their own role and grouped by their document."""
+    from eval.crossval import gold_queries
+    from eval.suites import load_gold
+    from gbg.labels import Role
+
+    gold = load_gold()
+    qs = gold_queries(gold)
+    fit = [i for i in gold if i.split == "fit" and i.answerable and i.gold_sources]
+    assert len(qs) == len(fit) > 100
+    asked = {q.question for q in qs}
+    assert not any(i.question in asked for i in gold if i.split == "check")
+    assert not any(i.question in asked for i in gold if not i.answerable)
+    staff = next(i for i in fit if i.role != "public")
+    q = next(q for q in qs if q.question == staff.question)
+    assert q.role == Role(staff.role) and q.group == staff.gold_sources[0]
+    assert q.gold == frozenset(staff.gold_sources)
