@@ -42,11 +42,13 @@ from rapidfuzz import fuzz, process
 
 LEXICON = Path(__file__).with_name("lexicon")
 
-# Kinds that only raise a request to ``internal`` (doubt); every other kind is personal data.
 # A word this rare (Zipf frequency in the language of the verb before it) after "has" reads as
 # a possible diagnosis; common things people have (a car, a question, a dog) are far above it.
 RARE_ZIPF = 3.0
 _WORDFREQ = {"bs": "sh"}  # wordfreq's name for Bosnian/Croatian/Serbian
+# "jag har", "we have", "ich habe": the writer, in the words just before the verb
+_FIRST_PERSON = re.compile(r"(?<!\w)(?:jag|vi|i|we|ich|wir|yo|ja|my)\s+\w+\s*$")
+# Kinds that only raise a request to ``internal`` (doubt); every other kind is personal data.
 DOUBT_KINDS = frozenset({"script", "digits", "client_street", "dob", "name", "place",
                          "condition"})
 
@@ -725,12 +727,18 @@ class Detector:
                     or self._capitalised_person(v.canon))
 
     def _rare_condition(self, v: View) -> bool:
-        """A person said to have ("har", "suffers from") a rare word the public corpora never
-        use: possibly a diagnosis the health vocabulary lacks."""
+        """A relative or the writer said to have ("har", "suffers from") a rare word the public
+        corpora never use: possibly a diagnosis the health vocabulary lacks."""
         from wordfreq import zipf_frequency
 
-        for lang, pat in lexicon().condition:
+        lx = lexicon()
+        for lang, pat in lx.condition:
             for m in pat.finditer(v.folded):
+                # the one said to have it: a relative or the writer, just before the verb
+                subject = v.folded[max(0, m.start() - 30):m.start(1)]
+                if not (lx.relations.search(subject) or lx.self_ref.search(subject)
+                        or _FIRST_PERSON.search(subject)):
+                    continue
                 for w in m.group(1).split():
                     if (len(w) >= 5 and w not in self.public_words
                             and zipf_frequency(w, _WORDFREQ.get(lang, lang)) < RARE_ZIPF):
