@@ -46,8 +46,9 @@ LEXICON = Path(__file__).with_name("lexicon")
 # a possible diagnosis; common things people have (a car, a question, a dog) are far above it.
 RARE_ZIPF = 3.0
 _WORDFREQ = {"bs": "sh"}  # wordfreq's name for Bosnian/Croatian/Serbian
-# "jag har", "we have", "ich habe": the writer, in the words just before the verb
-_FIRST_PERSON = re.compile(r"(?<!\w)(?:jag|vi|i|we|ich|wir|yo|ja|my)\s+\w+\s*$")
+# "jag har", "we have", "vi lider av": the writer, right before the verb
+_FIRST_PERSON = re.compile(r"(?<!\w)(?:jag|vi|i|we|ich|wir|yo|ja|my)\s*$")
+_LETTERS = re.compile(r"[^\W\d_]+")
 # Kinds that only raise a request to ``internal`` (doubt); every other kind is personal data.
 DOUBT_KINDS = frozenset({"script", "digits", "client_street", "dob", "name", "place",
                          "condition"})
@@ -165,8 +166,9 @@ class Lexicon:
     last_four: re.Pattern[str]
     months: re.Pattern[str]
     month_of: tuple[tuple[str, int], ...]  # (folded stem, month)
-    # per language: "has", "suffers from" ... followed by the next words
-    condition: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    # (language, strong, pattern): "has" (strong=False: the word after must be rare) or
+    # "suffers from" (strong=True), followed by the next words
+    condition: tuple[tuple[str, bool, re.Pattern[str]], ...] = ()
 
 
 def _load(name: str) -> dict[str, dict[str, list[str]]]:
@@ -203,9 +205,10 @@ def lexicon() -> Lexicon:
         months=re.compile(r"(?<!\w)(?:" + "|".join(month_alts) + ")"),
         month_of=month_of,
         condition=tuple(
-            (lang, re.compile(r"(?:" + _compile(words["condition"]).pattern
-                              + r")((?:\s+[^\W\d_]+){1,3})"))
-            for lang, words in persons.items() if words.get("condition")),
+            (lang, strong, re.compile(r"(?:" + _compile(words[key]).pattern
+                                      + r")((?:\s+[^\W\d_]+){1,3})"))
+            for lang, words in persons.items()
+            for key, strong in (("condition", False), ("suffers", True)) if words.get(key)),
     )
 
 
@@ -727,26 +730,34 @@ class Detector:
                     or self._capitalised_person(v.canon))
 
     def _rare_condition(self, v: View) -> bool:
-        """A relative or the writer said to have ("har", "suffers from") a rare word the public
-        corpora never use: possibly a diagnosis the health vocabulary lacks."""
+        """A relative or the writer said to have ("har", "has") a rare word, or to suffer from
+        anything ("lider av"), that the public corpora never use: possibly a diagnosis the health
+        vocabulary lacks."""
         from wordfreq import zipf_frequency
 
         lx = lexicon()
-        for lang, pat in lx.condition:
+        # wordfreq knows words as they are spelt ("körkort", not the folded "korkort")
+        spelt: dict[str, set[str]] = {}
+        for w in _LETTERS.findall(v.canon.casefold()):
+            spelt.setdefault(fold(w), set()).add(w)
+        for lang, strong, pat in lx.condition:
+            wf = _WORDFREQ.get(lang, lang)
             for m in pat.finditer(v.folded):
                 # the one said to have it: a relative or the writer, just before the verb
+                before = v.folded[max(0, m.start() - 30):m.start()]
                 subject = v.folded[max(0, m.start() - 30):m.start(1)]
                 if not (lx.relations.search(subject) or lx.self_ref.search(subject)
-                        or _FIRST_PERSON.search(subject)):
+                        or _FIRST_PERSON.search(before)):
                     continue
                 for w in m.group(1).split():
-                    if (len(w) >= 5 and w not in self.public_words
-                            and zipf_frequency(w, _WORDFREQ.get(lang, lang)) < RARE_ZIPF):
+                    if len(w) < 5 or w in self.public_words:
+                        continue
+                    if strong or max(zipf_frequency(x, wf) for x in spelt.get(w, {w})) < RARE_ZIPF:
                         return True
         return False
 
-    def _doubts(self, v: View, person: bool = False) -> Iterator[str]:
-        if person and self._rare_condition(v):
+    def _doubts(self, v: View, condition: bool = False) -> Iterator[str]:
+        if condition and self._rare_condition(v):
             yield "condition"
         if uncovered_script(v.canon):
             yield "script"
@@ -774,7 +785,8 @@ class Detector:
         if health and person:
             findings.append(Finding("person_health", 0, 0))
         findings += [Finding(k, 0, 0) for k in self._dates(v, person, health, client)]
-        findings += [Finding(k, 0, 0) for k in self._doubts(v, person and not health)]
+        # (a person with a listed health term is personal data already)
+        findings += [Finding(k, 0, 0) for k in self._doubts(v, not (health and person))]
         return findings
 
     def find(self, text: str) -> list[Finding]:
@@ -836,6 +848,15 @@ def _public_numbers(text: str) -> set[str]:
     return out
 
 
+def _warm_wordfreq() -> None:
+    """Load the word lists the condition rule reads now, not on a user's first question in
+    each language (100-250 ms each)."""
+    from wordfreq import zipf_frequency
+
+    for lang in {_WORDFREQ.get(lang, lang) for lang, _, _ in lexicon().condition}:
+        zipf_frequency("a", lang)
+
+
 def detector_from_corpora(corpora: Iterable[tuple[str, Iterable[str]]]) -> Detector:
     """A detector that knows the people of the sensitive corpora.
 
@@ -866,6 +887,7 @@ def detector_from_corpora(corpora: Iterable[tuple[str, Iterable[str]]]) -> Detec
                 public_streets.update(m.group(0) for m in _STREET.finditer(text))
                 public_words.update(re.findall(r"[^\W\d_]+", fold(text)))
     names = {n for n in names if _client_name(n, public_pairs, public_caps)}
+    _warm_wordfreq()
     return Detector(client_names=frozenset(names), public_terms=frozenset(public_caps),
                     public_words=frozenset(public_words),
                     client_streets=frozenset(s for s in streets - public_streets if len(s) >= 7),
