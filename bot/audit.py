@@ -180,7 +180,10 @@ class AuditStore:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             from pathlib import Path
 
-            path = url.split("///", 1)[-1]
+            from sqlalchemy.engine import make_url
+
+            # "sqlite://" and "sqlite:///:memory:" are in memory: no file to make
+            path = make_url(url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 # questions (redacted) and conversations: readable by the service's user only

@@ -648,3 +648,16 @@ def test_api_a_continued_sensitive_conversation_stays_sensitive(api: Api) -> Non
     assert r.status_code == 200 and d["sensitivity"] == "sensitive"
     assert "conversation:sensitive" in d["sensitivity_reasons"] and d["location"] != "cloud"
     assert d["conversation_id"] == cid
+
+
+def test_the_audit_file_is_private_and_an_in_memory_store_makes_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SQLite file holding questions and conversations is made readable by its owner only;
+    an in-memory URL ("sqlite://") makes no file at all (it used to leave one named "sqlite:"
+    in the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    AuditStore("sqlite://")
+    AuditStore("sqlite:///:memory:")
+    assert list(tmp_path.iterdir()) == []
+    AuditStore(f"sqlite:///{tmp_path}/data/audit.db")
+    assert oct((tmp_path / "data" / "audit.db").stat().st_mode & 0o777) == "0o600"
