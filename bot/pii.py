@@ -736,10 +736,7 @@ class Detector:
         from wordfreq import zipf_frequency
 
         lx = lexicon()
-        # wordfreq knows words as they are spelt ("körkort", not the folded "korkort")
-        spelt: dict[str, set[str]] = {}
-        for w in _LETTERS.findall(v.canon.casefold()):
-            spelt.setdefault(fold(w), set()).add(w)
+        spelt: dict[str, set[str]] | None = None
         for lang, strong, pat in lx.condition:
             wf = _WORDFREQ.get(lang, lang)
             for m in pat.finditer(v.folded):
@@ -752,7 +749,13 @@ class Detector:
                 for w in m.group(1).split():
                     if len(w) < 5 or w in self.public_words:
                         continue
-                    if strong or max(zipf_frequency(x, wf) for x in spelt.get(w, {w})) < RARE_ZIPF:
+                    if strong:
+                        return True
+                    if spelt is None:  # wordfreq knows "körkort", not the folded "korkort"
+                        spelt = {}
+                        for x in _LETTERS.findall(v.canon.casefold()):
+                            spelt.setdefault(fold(x), set()).add(x)
+                    if max(zipf_frequency(x, wf) for x in spelt.get(w, {w})) < RARE_ZIPF:
                         return True
         return False
 
@@ -774,7 +777,9 @@ class Detector:
         if lexicon().name_intro.search(v.folded):
             yield "name"
 
-    def find_in(self, v: View) -> list[Finding]:
+    def find_in(self, v: View, doubts: bool = True) -> list[Finding]:
+        """What the view holds; ``doubts=False`` leaves out the doubt checks (for a decoded
+        variant, whose doubts ``find`` drops)."""
         health = bool(lexicon().health.search(v.folded))
         client = self.client_hit(v)  # fuzzy matching: the costliest check, done once
         person = self.person(v, client)
@@ -786,13 +791,14 @@ class Detector:
             findings.append(Finding("person_health", 0, 0))
         findings += [Finding(k, 0, 0) for k in self._dates(v, person, health, client)]
         # (a person with a listed health term is personal data already)
-        findings += [Finding(k, 0, 0) for k in self._doubts(v, not (health and person))]
+        if doubts:
+            findings += [Finding(k, 0, 0) for k in self._doubts(v, not (health and person))]
         return findings
 
     def find(self, text: str) -> list[Finding]:
         findings = self.find_in(view(text))
         for decoded in _decoded_variants(text):
-            findings += [Finding(f.kind, 0, 0) for f in self.find_in(view(decoded))
+            findings += [Finding(f.kind, 0, 0) for f in self.find_in(view(decoded), doubts=False)
                          if f.kind not in DOUBT_KINDS]
         return findings
 
@@ -885,7 +891,7 @@ def detector_from_corpora(corpora: Iterable[tuple[str, Iterable[str]]]) -> Detec
                 numbers |= _public_numbers(canon)
                 addresses.update(_address_key(m.group(0)) for m in _ADDRESS.finditer(canon))
                 public_streets.update(m.group(0) for m in _STREET.finditer(text))
-                public_words.update(re.findall(r"[^\W\d_]+", fold(text)))
+                public_words.update(_LETTERS.findall(fold(text)))
     names = {n for n in names if _client_name(n, public_pairs, public_caps)}
     _warm_wordfreq()
     return Detector(client_names=frozenset(names), public_terms=frozenset(public_caps),
