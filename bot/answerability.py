@@ -200,6 +200,18 @@ def _sentences(block: str, lang: str) -> list[str]:
     return out
 
 
+_INLINE_BULLET = re.compile(r"[,;]?\s+•\s+")
+
+
+def _unfold(line: str) -> list[str]:
+    """A bulleted list that text extraction ran into one line ("• a, • b, och • c", as PDF
+    and DOCX loaders give it) as one line per item."""
+    if not _BULLET.match(line) or not _INLINE_BULLET.search(line):
+        return [line]
+    return ["• " + part.strip() for part in _INLINE_BULLET.split(_BULLET.sub("", line))
+            if part.strip()]
+
+
 def _local_heading(section: str) -> str:
     return section.split(">")[-1].strip() if section else ""
 
@@ -212,7 +224,7 @@ def spans_of(src: SourceText, idx: int) -> tuple[list[Span], dict[tuple[int, int
     pos = 0
     blocks = re.split(r"\n\s*\n", src.text)
     for b, raw in enumerate(blocks):
-        lines = [ln for ln in raw.splitlines() if ln.strip()]
+        lines = [part for ln in raw.splitlines() if ln.strip() for part in _unfold(ln)]
         if not lines:
             continue
         m = _HEADING.match(lines[0])

@@ -165,6 +165,54 @@ def test_extractive_answer_quotes_the_procedure_whole_and_cites_each_step() -> N
     assert text.index("Kontakta") < text.index("Ge aldrig") < text.index("avvikelserapport")
 
 
+# A routine as a section: a condition, its consequence in the next paragraph, a list, and a
+# paragraph under another heading that must not come along.
+ROUTINE = """## Om brukaren inte öppnar
+
+Om dörren är reglad eller har säkerhetskedja på insidan tyder det på att brukaren är hemma.
+
+Ring då 112 och stanna kvar utanför dörren.
+
+Kontakta sedan:
+- din planerare,
+- brukarens anhöriga.
+
+## Nycklar
+
+Nycklar hämtas på kontoret och kvitteras i pärmen."""
+
+
+def test_the_answer_is_the_paragraph_with_what_stands_around_it_in_its_section() -> None:
+    req = GenerationRequest("säkerhetskedjan sitter på insidan", "sv", [
+        Source(1, "Rutin", ROUTINE, "sv", "Rutiner > Om brukaren inte öppnar")])
+    text = extractive_answer(req)
+    # The consequence in the next paragraph and the list after it are quoted, in order, with
+    # the list's introduction ending in a colon; the other section is not.
+    assert text.index("säkerhetskedja") < text.index("Ring då 112") < text.index("planerare")
+    assert "Kontakta sedan [1]:" in text and "- brukarens anhöriga [1]." in text
+    assert "Nycklar hämtas" not in text
+
+
+def test_a_passage_longer_than_the_budget_is_cut_to_the_best_sentences() -> None:
+    filler = " ".join(f"Mening nummer {i} handlar om något helt annat än frågan." for i in
+                      range(20))
+    body = f"{filler} Säkerhetskedjan betyder att brukaren är hemma. Ring då 112. {filler}"
+    text = extractive_answer(GenerationRequest("säkerhetskedjan sitter på insidan", "sv", [
+        Source(1, "Rutin", body, "sv", "Rutin")]))
+    assert "Ring då 112" in text and "Mening nummer 0 " not in text
+    assert len(text.split()) < 60
+
+
+def test_a_list_run_into_one_line_by_text_extraction_is_read_as_items() -> None:
+    text = "Exempel på uppgifter som kan delegeras:\n\n• att ge insulin med penna, • att " \
+           "ge ögondroppar, och • att sätta på läkemedelsplåster"
+    spans, lists = spans_of(SourceText(1, text, "sv", "Delegering"), 0)
+    items = [s.text for s in spans if s.kind == "item"]
+    assert items == ["att ge insulin med penna", "att ge ögondroppar, och",
+                     "att sätta på läkemedelsplåster"]
+    assert len(lists) == 1
+
+
 def test_the_reading_is_memoised_for_the_answerer() -> None:
     srcs = [SourceText(1, "Ring 112 vid akut sjukdom.", "sv")]
     assert read("när ringer jag 112", srcs, "sv") is read("när ringer jag 112", srcs, "sv")
