@@ -453,6 +453,9 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
 
 # --- evidence for the decision --------------------------------------------------------------
 
+# Raised whenever what the evidence computes changes (the fitting script reads every example
+# again then): 1 = lists that text extraction ran into one line are read as items.
+EVIDENCE_VERSION = 1
 # Everything the evidence records (the fitting script's cache keeps them all) ...
 RECORDED: tuple[str, ...] = (
     "span_sem", "span_lex", "span_type", "span_score", "top3_span_score",

@@ -167,7 +167,7 @@ class ChatService:
         sources = [
             Source(n=i, title=as_data(str(h.metadata.get("title", ""))), text=as_data(h.text),
                    lang=str(h.metadata.get("lang", "sv")),
-                   section=str(h.metadata.get("section", "")))
+                   section=str(h.metadata.get("section", "")), relevance=h.dense)
             for i, h in enumerate(hits, start=1)
         ]
         return Plan(req, lang, question, rw.query, hits, classification, provider, refusal,

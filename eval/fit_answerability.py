@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from bot import policy
-from bot.answerability import DATA, DATA_XL, FEATURES, FEATURES_XL, derive, foreign
+from bot.answerability import (
+    DATA,
+    DATA_XL,
+    EVIDENCE_VERSION,
+    FEATURES,
+    FEATURES_XL,
+    derive,
+    foreign,
+)
 from bot.audit import AuditStore
 from bot.retrieval.types import RetrievalOptions
 from bot.service import ChatService
@@ -130,12 +138,14 @@ def _lang(question: str) -> str:
 
 
 def retrieval_signature(s: Settings) -> str:
-    """What the cached features depend on besides the question: the retrieval settings and
-    the embedder. Features read under other settings are read again."""
+    """What the cached features depend on besides the question: the retrieval settings, the
+    embedder and the version of the evidence's computation. Features read under other
+    settings, or computed by an earlier reader, are read again."""
     import hashlib
 
     key = json.dumps({"retrieval": s.retrieval.model_dump(mode="json"),
-                      "embedder": s.embedder.model_dump(mode="json")}, sort_keys=True)
+                      "embedder": s.embedder.model_dump(mode="json"),
+                      "evidence": EVIDENCE_VERSION}, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

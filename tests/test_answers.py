@@ -26,7 +26,13 @@ from bot.answerability import (
 from bot.auth import KeyStore
 from bot.http.app import create_app
 from bot.llm.base import GenerationRequest, Source
-from bot.llm.extractive import extractive_answer
+from bot.llm.extractive import (
+    _source_model,
+    choose_source,
+    extractive_answer,
+    source_features,
+    source_texts,
+)
 from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.embedders import Embedder
@@ -216,6 +222,29 @@ def test_a_list_run_into_one_line_by_text_extraction_is_read_as_items() -> None:
 def test_the_reading_is_memoised_for_the_answerer() -> None:
     srcs = [SourceText(1, "Ring 112 vid akut sjukdom.", "sv")]
     assert read("när ringer jag 112", srcs, "sv") is read("när ringer jag 112", srcs, "sv")
+
+
+def test_the_source_quoted_is_the_one_the_fitted_choice_finds_likeliest() -> None:
+    model = _source_model()
+    assert model is not None and set(model.features) == set(source_features(
+        read("x", [SourceText(1, "x")]), [Source(1, "t", "x")])[0])
+    q = "Hur lång är nattfastan?"
+    srcs = [Source(1, "Hygien", "Tvätta händerna med tvål och vatten före måltiden.", "sv", "",
+                   0.80),
+            Source(2, "Nutrition", "Nattfastan bör inte vara längre än elva timmar.", "sv", "",
+                   0.88)]
+    # the second source is closer in retrieval and has the better span: it is quoted
+    assert choose_source(read(q, source_texts(srcs), "sv"), srcs, "sv") == 1
+    assert "elva timmar [2]" in extractive_answer(GenerationRequest(q, "sv", srcs))
+
+
+def test_the_source_choice_keeps_the_questions_language_when_nearly_as_likely() -> None:
+    text = "Nattfastan bör inte vara längre än elva timmar."
+    srcs = [Source(1, "Nutrition", "The night fast should not exceed eleven hours.", "en", "",
+                   0.86),
+            Source(2, "Nutrition", text, "sv", "", 0.85)]
+    assert choose_source(read("Hur lång är nattfastan?", source_texts(srcs), "sv"), srcs,
+                         "sv") == 1
 
 
 # -- the decision --------------------------------------------------------------------------

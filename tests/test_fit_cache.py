@@ -33,3 +33,10 @@ def test_the_cache_keeps_only_features_read_under_the_current_retrieval(
     assert set(fa._cached(fa.retrieval_signature(shipped))) == {("gold", "a")}
     assert set(fa._cached(fa.retrieval_signature(rrf))) == {("gold", "b")}
     assert set(fa._cached()) == {("gold", "a"), ("gold", "b"), ("gold", "c")}  # --refit
+
+
+def test_features_computed_by_an_earlier_reader_are_read_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    before = fa.retrieval_signature(Settings())
+    monkeypatch.setattr(fa, "EVIDENCE_VERSION", fa.EVIDENCE_VERSION + 1)
+    assert fa.retrieval_signature(Settings()) != before

@@ -33,6 +33,9 @@ class Source:
     text: str
     lang: str = "sv"
     section: str = ""
+    # the retrieval's cosine similarity of the chunk to the question (None: BM25 only); the
+    # extractive answerer weighs it when it chooses the source to quote
+    relevance: float | None = None
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 answers with one coherent passage from one source: the best span's paragraph or list with the
 paragraphs and lists around it in its section (about a hundred words), a long step list whole
 with its heading, or, in a paragraph too long for that, the best span with the sentences that
-continue it. A second source is quoted only for a distinct fact. Text is clean (no Markdown), every sentence cited.
+continue it. The source is the one a fitted choice finds likeliest to hold the answer; a second
+source is quoted only for a distinct fact. Text is clean (no Markdown), every sentence cited.
 Deterministic and instant; the embedded default and the fallback when a generated answer fails
 verification.
 """
@@ -12,10 +13,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
 
 import sentencex
 
-from bot.answerability import Reading, ScoredSpan, SourceText, Span, foreign, read
+from bot.answerability import (
+    AnswerabilityModel,
+    Evidence,
+    Reading,
+    ScoredSpan,
+    SourceText,
+    Span,
+    foreign,
+    load_model,
+    read,
+)
 from bot.llm.base import ChatProvider, GenerationRequest, Source
 from bot.overlap import stem_set
 from bot.texts import text as catalogue_text
@@ -26,8 +39,9 @@ MAX_SENTENCES = 3
 # A passage is the best span's paragraph or list, grown by the paragraphs and lists around it
 # in its section while it stays this short: a reader gets the context a fact stands in (the
 # condition before it, the "call 112" after it), not a sentence cut out of it. Chosen on the
-# gold set's fit part (60: 0.63, 100: 0.67, 140: 0.68 of answerable questions with every key
-# fact, against 0.49 for the best sentence and its continuations).
+# gold set's fit part (Swedish and English answerable questions whose answer holds every key
+# fact: 0.49 for the best sentence and its continuations, 0.64 with this; in a trial, budgets
+# of 60 / 100 / 140 words gave 0.63 / 0.67 / 0.68, and 100 keeps an answer readable).
 PASSAGE_WORDS = 100
 TYPED = ("cost", "duration", "when", "contact", "where", "who", "number")
 WHOLE_LIST_ITEMS = 10  # a longer list is an enumeration, not a procedure: quote what matches
@@ -192,18 +206,64 @@ def _list_size(whole: Span) -> int:
     return sum(len(t.split()) for t in whole.items)
 
 
+# Which retrieved source the answer quotes: a logistic regression over what each source
+# offers (its retrieval rank and similarity, its best span's score and e5 similarity, how many
+# of the top sources are the same document), fitted by eval/fit_source_choice.py on the gold
+# set's fit part (label: the source holds every key fact).
+SOURCE_CHOICE = Path(__file__).resolve().parents[1] / "data" / "source_choice.json"
+
+
+def source_features(reading: Reading, sources: Sequence[Source]) -> list[dict[str, float]]:
+    """What the source choice weighs, per source, in the sources' order."""
+    best = [max((x.score for x in reading.all_spans if x.span.src == i), default=0.0)
+            for i in range(len(sources))]
+    sem = [max((x.sem for x in reading.all_spans if x.span.src == i), default=0.0)
+           for i in range(len(sources))]
+    dense = [s.relevance if s.relevance is not None else 0.0 for s in sources]
+    titles = [s.title for s in sources]
+    return [{"rank": float(i), "dense": dense[i], "rdense": dense[i] - max(dense),
+             "best": best[i], "rbest": best[i] - max(best), "sem": sem[i],
+             "ndoc": float(titles.count(titles[i]))} for i in range(len(sources))]
+
+
+@lru_cache(maxsize=1)
+def _source_model() -> AnswerabilityModel | None:
+    return load_model(SOURCE_CHOICE) if SOURCE_CHOICE.is_file() else None
+
+
+def choose_source(reading: Reading, sources: Sequence[Source], lang: str) -> int | None:
+    """The index of the source to quote (None without a fitted model): the likeliest to hold
+    the answer, or one in the question's own language that is nearly as likely."""
+    model = _source_model()
+    if model is None or not sources:
+        return None
+    probs = [model.probability(Evidence(f)) for f in source_features(reading, sources)]
+    top = max(range(len(probs)), key=lambda i: (probs[i], -i))
+    same = [i for i in range(len(probs)) if sources[i].lang == lang]
+    if sources[top].lang != lang and same:
+        alt = max(same, key=lambda i: (probs[i], -i))
+        if probs[alt] >= 0.85 * probs[top]:
+            return alt
+    return top
+
+
 def _choose_best(reading: Reading, lang: str, sources: Sequence[Source]) -> ScoredSpan | None:
     best = reading.best
     if best is None or best.score < MIN_SCORE:
         return None
-    # Answers follow the question's language when such a source reads nearly as well.
-    same = next((x for x in reading.spans if sources[x.span.src].lang == lang), None)
-    if same is not None and same.score >= 0.85 * best.score:
-        best = same
+    src = choose_source(reading, sources, lang)
+    if src is not None:
+        best = next((x for x in reading.spans if x.span.src == src), best)
+    else:
+        # Answers follow the question's language when such a source reads nearly as well.
+        same = next((x for x in reading.spans if sources[x.span.src].lang == lang), None)
+        if same is not None and same.score >= 0.85 * best.score:
+            best = same
     # A question for a price, a time or a number is answered by a span that has one.
     if best.typed == 0 and reading.qtype in TYPED:
-        typed = next((x for x in reading.spans[:10] if x.typed and x.score >= 0.6 * best.score),
-                     None)
+        typed = next((x for x in reading.spans if x.span.src == best.span.src and x.typed
+                      and x.score >= 0.6 * best.score), None) or next(
+            (x for x in reading.spans[:10] if x.typed and x.score >= 0.6 * best.score), None)
         if typed is not None:
             return typed
     return best
