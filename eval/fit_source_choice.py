@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import policy
-from bot.answerability import AnswerabilityModel, clean
+from bot.answerability import AnswerabilityModel, Evidence, clean
 from bot.audit import AuditStore
 from bot.llm import extractive
 from bot.llm.base import GenerationRequest
@@ -89,10 +89,7 @@ def _fit(questions: Sequence[Question], c: float) -> AnswerabilityModel:
 
 
 def _chosen(model: AnswerabilityModel, q: Question) -> int:
-    from bot.answerability import Evidence
-
-    probs = [model.probability(Evidence(f)) for f in q.features]
-    return max(range(len(probs)), key=lambda i: (probs[i], -i))
+    return extractive.likeliest([model.probability(Evidence(f)) for f in q.features])
 
 
 def _rate(questions: Sequence[Question], pick: Any) -> dict[str, float]:

@@ -73,9 +73,8 @@ def _cite_one(sentence: str, n: int) -> str:
     return f"{body} [{n}]{punct if punct in ('?', '!', ':') else '.'}"
 
 
-def _block_spans(reading: Reading, span: Span) -> list[ScoredSpan]:
-    return [x for x in reading.all_spans
-            if x.span.src == span.src and x.span.block == span.block]
+def _block_spans(reading: Reading, src: int, block: int) -> list[ScoredSpan]:
+    return [x for x in reading.all_spans if x.span.src == src and x.span.block == block]
 
 
 def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
@@ -86,8 +85,8 @@ def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
     items = whole.items
     procedure = whole.kind == "steps" or reading.qtype in ("howto", "yesno", "other")
     if len(items) > WHOLE_LIST_ITEMS or not procedure:
-        near = sorted((x for x in _block_spans(reading, span) if x.score >= 0.85 * best.score),
-                      key=lambda x: -x.score)[:2]
+        near = sorted((x for x in _block_spans(reading, span.src, span.block)
+                       if x.score >= 0.85 * best.score), key=lambda x: -x.score)[:2]
         items = tuple(x.span.text for x in sorted(near, key=lambda x: x.span.pos))
     numbered = whole.kind == "steps" and items == whole.items
     lines = [f"{i}. {_cite(t, span.n)}" if numbered else f"- {_cite(t, span.n)}"
@@ -99,7 +98,8 @@ def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
 
 def _sentence_passage(reading: Reading, best: ScoredSpan, other_lang: bool = False
                       ) -> list[str]:
-    block = [x for x in _block_spans(reading, best.span) if x.span.kind == "sentence"]
+    block = [x for x in _block_spans(reading, best.span.src, best.span.block)
+             if x.span.kind == "sentence"]
     at = next((i for i, x in enumerate(block) if x.span.pos == best.span.pos), 0)
     start = at - 1 if at > 0 and _ANAPHOR.match(block[at].span.text) else at
     picked = list(block[start : at + 1])
@@ -126,7 +126,7 @@ def _sentence_passage(reading: Reading, best: ScoredSpan, other_lang: bool = Fal
 def _block_lines(reading: Reading, src: int, block: int) -> tuple[list[str], int]:
     """One paragraph or list of a source as answer lines (every sentence cited), and its
     length in words."""
-    spans = [x.span for x in reading.all_spans if x.span.src == src and x.span.block == block]
+    spans = [x.span for x in _block_spans(reading, src, block)]
     if not spans:
         return [], 0
     n = spans[0].n
@@ -153,7 +153,7 @@ def _section_passage(reading: Reading, best: ScoredSpan, only: list[str] | None 
     rendered = {b: _block_lines(reading, src, b) for b in blocks}
     if only is not None:
         rendered[best.span.block] = (only, sum(len(x.split()) for x in only))
-    size = {b: rendered[b][1] for b in blocks}
+    size = {b: words for b, (_, words) in rendered.items()}
     total = size[blocks[at]]
     if total > PASSAGE_WORDS:
         return None
@@ -177,8 +177,8 @@ def passage(reading: Reading, best: ScoredSpan, other_lang: bool = False) -> lis
     span's paragraph or list with what stands around it in its section (PASSAGE_WORDS); else,
     in a paragraph too long for that, the span and the sentences that continue it."""
     only: list[str] | None = None
+    whole = reading.lists.get((best.span.src, best.span.block))
     if best.span.kind == "item":
-        whole = reading.lists.get((best.span.src, best.span.block))
         procedure = whole is not None and (whole.kind == "steps" or reading.qtype in (
             "howto", "yesno", "other"))
         if whole is not None and _list_size(whole) > PASSAGE_WORDS:
@@ -191,7 +191,6 @@ def passage(reading: Reading, best: ScoredSpan, other_lang: bool = False) -> lis
             only = _list_passage(reading, best)
     lines = _section_passage(reading, best, only)
     if lines:
-        whole = reading.lists.get((best.span.src, best.span.block))
         if whole is not None and whole.heading and whole.kind == "steps":
             lines = [f"{whole.heading} [{best.span.n}]:", *lines]
         return lines
@@ -215,10 +214,12 @@ SOURCE_CHOICE = Path(__file__).resolve().parents[1] / "data" / "source_choice.js
 
 def source_features(reading: Reading, sources: Sequence[Source]) -> list[dict[str, float]]:
     """What the source choice weighs, per source, in the sources' order."""
-    best = [max((x.score for x in reading.all_spans if x.span.src == i), default=0.0)
-            for i in range(len(sources))]
-    sem = [max((x.sem for x in reading.all_spans if x.span.src == i), default=0.0)
-           for i in range(len(sources))]
+    best = [0.0] * len(sources)
+    sem = [0.0] * len(sources)
+    for x in reading.all_spans:
+        if x.span.src < len(sources):
+            best[x.span.src] = max(best[x.span.src], x.score)
+            sem[x.span.src] = max(sem[x.span.src], x.sem)
     dense = [s.relevance if s.relevance is not None else 0.0 for s in sources]
     titles = [s.title for s in sources]
     return [{"rank": float(i), "dense": dense[i], "rdense": dense[i] - max(dense),
@@ -231,6 +232,11 @@ def _source_model() -> AnswerabilityModel | None:
     return load_model(SOURCE_CHOICE) if SOURCE_CHOICE.is_file() else None
 
 
+def likeliest(probs: Sequence[float], among: Sequence[int] | None = None) -> int:
+    """The index of the highest probability (the first of equals), among some indices."""
+    return max(range(len(probs)) if among is None else among, key=lambda i: (probs[i], -i))
+
+
 def choose_source(reading: Reading, sources: Sequence[Source], lang: str) -> int | None:
     """The index of the source to quote (None without a fitted model): the likeliest to hold
     the answer, or one in the question's own language that is nearly as likely."""
@@ -238,10 +244,10 @@ def choose_source(reading: Reading, sources: Sequence[Source], lang: str) -> int
     if model is None or not sources:
         return None
     probs = [model.probability(Evidence(f)) for f in source_features(reading, sources)]
-    top = max(range(len(probs)), key=lambda i: (probs[i], -i))
+    top = likeliest(probs)
     same = [i for i in range(len(probs)) if sources[i].lang == lang]
     if sources[top].lang != lang and same:
-        alt = max(same, key=lambda i: (probs[i], -i))
+        alt = likeliest(probs, same)
         if probs[alt] >= 0.85 * probs[top]:
             return alt
     return top
