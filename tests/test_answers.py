@@ -27,10 +27,12 @@ from bot.auth import KeyStore
 from bot.http.app import create_app
 from bot.llm.base import GenerationRequest, Source
 from bot.llm.extractive import (
+    SECOND_PASSAGE,
     _source_model,
     choose_source,
     extractive_answer,
     source_features,
+    source_probabilities,
     source_texts,
 )
 from gbg.labels import Role
@@ -246,6 +248,49 @@ def test_the_source_choice_keeps_the_questions_language_when_nearly_as_likely() 
     assert choose_source(read("Hur lång är nattfastan?", source_texts(srcs), "sv"), srcs,
                          "sv") == 1
 
+
+
+INSULIN_Q = "Jag glömde ge insulinet, vad gör jag?"
+INSULIN = ("Om du har glömt att ge insulinet eller gett fel dos, kontakta sjuksköterskan "
+           "omedelbart. Ge aldrig en extra dos på eget initiativ.",
+           "Skriv en avvikelserapport samma dag när något har blivit fel med insulinet.",
+           "Förvara insulinpennor som inte används i kylskåp.")
+
+
+def _insulin(*relevance: float) -> list[Source]:
+    return [Source(i + 1, "Insulin", text, "sv", f"Insulin > {i}", rel)
+            for i, (text, rel) in enumerate(zip(INSULIN, relevance, strict=True))]
+
+
+def test_an_unsure_source_choice_quotes_the_next_likeliest_passage_too() -> None:
+    srcs = _insulin(0.88, 0.875, 0.80)
+    probs = source_probabilities(read(INSULIN_Q, source_texts(srcs), "sv"), srcs)
+    assert probs is not None and probs[1] >= SECOND_PASSAGE * max(probs) > probs[2]
+    text = extractive_answer(GenerationRequest(INSULIN_Q, "sv", srcs))
+    first, second = text.split("\n\n")  # two passages, the likeliest first
+    assert "sjuksköterskan omedelbart [1]" in first and "extra dos" in first
+    assert second == "Skriv en avvikelserapport samma dag när något har blivit fel med " \
+                     "insulinet [2]."
+    assert "kylskåp" not in text
+
+
+def test_a_sure_source_choice_quotes_one_passage() -> None:
+    srcs = _insulin(0.90, 0.70, 0.69)
+    probs = source_probabilities(read(INSULIN_Q, source_texts(srcs), "sv"), srcs)
+    assert probs is not None and max(probs[1:]) < SECOND_PASSAGE * probs[0]
+    text = extractive_answer(GenerationRequest(INSULIN_Q, "sv", srcs))
+    assert "\n\n" not in text and "[2]" not in text and "sjuksköterskan omedelbart [1]" in text
+
+
+def test_a_second_passage_repeats_nothing_the_first_one_quoted() -> None:
+    # two overlapping chunks of one section: the second adds only what the first lacks
+    both = f"{INSULIN[0]} {INSULIN[1]}"
+    srcs = [Source(1, "Insulin", both, "sv", "Insulin > Om något blir fel", 0.88),
+            Source(2, "Insulin", INSULIN[1], "sv", "Insulin > Om något blir fel", 0.875)]
+    probs = source_probabilities(read(INSULIN_Q, source_texts(srcs), "sv"), srcs)
+    assert probs is not None and probs[1] >= SECOND_PASSAGE * probs[0]  # unsure
+    text = extractive_answer(GenerationRequest(INSULIN_Q, "sv", srcs))
+    assert text.count("avvikelserapport") == 1 and "[2]" not in text
 
 # -- the decision --------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 answers with one coherent passage from one source: the best span's paragraph or list with the
 paragraphs and lists around it in its section (about a hundred words), a long step list whole
 with its heading, or, in a paragraph too long for that, the best span with the sentences that
-continue it. The source is the one a fitted choice finds likeliest to hold the answer; a second
+continue it. The source is the one a fitted choice finds likeliest to hold the answer; when
+that choice is unsure, the next likeliest source's passage follows the first; otherwise a second
 source is quoted only for a distinct fact. Text is clean (no Markdown), every sentence cited.
 Deterministic and instant; the embedded default and the fallback when a generated answer fails
 verification.
@@ -232,6 +233,15 @@ def _source_model() -> AnswerabilityModel | None:
     return load_model(SOURCE_CHOICE) if SOURCE_CHOICE.is_file() else None
 
 
+def source_probabilities(reading: Reading, sources: Sequence[Source]) -> list[float] | None:
+    """Per source, how likely the fitted choice finds it to hold the answer (None without a
+    fitted model)."""
+    model = _source_model()
+    if model is None or not sources:
+        return None
+    return [model.probability(Evidence(f)) for f in source_features(reading, sources)]
+
+
 def likeliest(probs: Sequence[float], among: Sequence[int] | None = None) -> int:
     """The index of the highest probability (the first of equals), among some indices."""
     return max(range(len(probs)) if among is None else among, key=lambda i: (probs[i], -i))
@@ -240,10 +250,9 @@ def likeliest(probs: Sequence[float], among: Sequence[int] | None = None) -> int
 def choose_source(reading: Reading, sources: Sequence[Source], lang: str) -> int | None:
     """The index of the source to quote (None without a fitted model): the likeliest to hold
     the answer, or one in the question's own language that is nearly as likely."""
-    model = _source_model()
-    if model is None or not sources:
+    probs = source_probabilities(reading, sources)
+    if probs is None:
         return None
-    probs = [model.probability(Evidence(f)) for f in source_features(reading, sources)]
     top = likeliest(probs)
     same = [i for i in range(len(probs)) if sources[i].lang == lang]
     if sources[top].lang != lang and same:
@@ -291,18 +300,59 @@ def _second(reading: Reading, first: ScoredSpan, sources: Sequence[Source],
     return None
 
 
+# When the choice is unsure (the next likeliest source is at least this share as likely as
+# the likeliest), that source's passage is quoted after the first one. Chosen on the gold fit
+# part: every key fact in the answer 0.66 -> 0.72, answers 66 -> 80 words on average.
+SECOND_PASSAGE = 0.8
+SECOND_SPAN = 0.5  # ... and its best span reads at least half as well as the first one's
+_MARKER = re.compile(r" \[\d+\]")
+
+
+def _second_passage(reading: Reading, best: ScoredSpan, sources: Sequence[Source],
+                    quoted: Sequence[str], other_lang: bool) -> tuple[int, list[str]] | None:
+    """The passage of the next likeliest source when the choice is unsure, without what the
+    first passage already says; None when the choice is sure or it adds nothing."""
+    probs = source_probabilities(reading, sources)
+    if probs is None:
+        return None
+    top = max(probs)
+    order = sorted((i for i in range(len(probs)) if i != best.span.src),
+                   key=lambda i: (-probs[i], i))
+    if not order or probs[order[0]] < SECOND_PASSAGE * top:
+        return None
+    j = order[0]
+    span = next((x for x in reading.spans if x.span.src == j), None)
+    if span is None or span.score < SECOND_SPAN * best.score:
+        return None
+    said = _MARKER.sub("", " ".join(quoted))  # overlapping chunks cite the same text apart
+    lines = [ln for ln in passage(reading, span, other_lang)
+             if ln and _MARKER.sub("", ln) not in said]
+    return (j, lines) if lines else None
+
+
+def _join(lines: Sequence[str]) -> str:
+    sep = "\n" if any(ln.startswith(("- ", "1. ")) for ln in lines) else " "
+    return sep.join(ln for ln in lines if ln)
+
+
 def extractive_answer(request: GenerationRequest) -> str:
     reading = reading_for(request)
     best = _choose_best(reading, request.lang, request.sources)
     if best is None:
         return catalogue_text("no_match", request.lang)
-    lines = passage(reading, best, foreign(request.lang))
-    second = _second(reading, best, request.sources, " ".join(lines))
-    if second is not None:
-        lines.append(" ".join(_sentence_passage(reading, second)[:2]))
-    sep = "\n" if any(ln.startswith(("- ", "1. ")) for ln in lines) else " "
-    text = sep.join(ln for ln in lines if ln)
-    used = {best.span.src} | ({second.span.src} if second else set())
+    other_lang = foreign(request.lang)
+    lines = passage(reading, best, other_lang)
+    used = {best.span.src}
+    more = _second_passage(reading, best, request.sources, lines, other_lang)
+    if more is not None:
+        used.add(more[0])
+        text = f"{_join(lines)}\n\n{_join(more[1])}"
+    else:
+        second = _second(reading, best, request.sources, " ".join(lines))
+        if second is not None:
+            lines.append(" ".join(_sentence_passage(reading, second)[:2]))
+            used.add(second.span.src)
+        text = _join(lines)
     framing = framing_text(request.lang, {request.sources[i].lang for i in used})
     return f"{framing}\n{text}" if framing else text
 
