@@ -28,6 +28,7 @@ from bot.http.app import create_app
 from bot.llm.base import GenerationRequest, Source
 from bot.llm.extractive import (
     SECOND_PASSAGE,
+    _restates,
     _source_model,
     choose_source,
     extractive_answer,
@@ -291,6 +292,25 @@ def test_a_second_passage_repeats_nothing_the_first_one_quoted() -> None:
     assert probs is not None and probs[1] >= SECOND_PASSAGE * probs[0]  # unsure
     text = extractive_answer(GenerationRequest(INSULIN_Q, "sv", srcs))
     assert text.count("avvikelserapport") == 1 and "[2]" not in text
+
+
+def test_a_second_passage_is_not_the_first_one_in_the_other_language() -> None:
+    q = "Var och när hålls Way Out West?"
+    sv = ("Musikfestivalen Way Out West hålls i augusti i Slottsskogen, med svenska och "
+          "internationella artister under tre dagar. Festivalen har bara serverat vegetarisk mat "
+          "sedan 2012.")
+    en = ("Way Out West is a music festival held over three days in August in the city park "
+          "Slottsskogen. The festival has served only meat-free food since 2012.")
+    srcs = [Source(1, "Festivaler", sv, "sv", "Festivaler", 0.88),
+            Source(2, "Festivals", en, "en", "Festivals", 0.875)]
+    probs = source_probabilities(read(q, source_texts(srcs), "sv"), srcs)
+    assert probs is not None and probs[1] >= SECOND_PASSAGE * probs[0]  # unsure
+    text = extractive_answer(GenerationRequest(q, "sv", srcs))
+    assert "Slottsskogen" in text and "[2]" not in text and "festival held" not in text
+    # a passage in the other language with facts of its own is not a restatement
+    assert _restates(sv, en)
+    assert not _restates(sv, "Kulturkalaset is a free city festival in August with stages on "
+                             "Götaplatsen and Kungstorget.")
 
 # -- the decision --------------------------------------------------------------------------
 
