@@ -27,7 +27,11 @@ from bot.auth import KeyStore
 from bot.http.app import create_app
 from bot.llm.base import GenerationRequest, Source
 from bot.llm.extractive import (
+    _CITED,
     SECOND_PASSAGE,
+    _join,
+    _new_lines,
+    _plain,
     _restates,
     _source_model,
     choose_source,
@@ -311,6 +315,45 @@ def test_a_second_passage_is_not_the_first_one_in_the_other_language() -> None:
     assert _restates(sv, en)
     assert not _restates(sv, "Kulturkalaset is a free city festival in August with stages on "
                              "Götaplatsen and Kungstorget.")
+
+
+def test_a_restatement_is_judged_by_its_numbers_however_written_and_its_names() -> None:
+    assert _restates("Öppet 08.00–16.00 i Nordstan [1].", "Open 8:00–16:00 in Nordstan [2].")
+    assert _restates("Resan tar fyra timmar [1].", "The trip takes four hours [2].")
+    # shared place names, but opening hours of its own: a fact, not a translation
+    assert not _restates("Liseberg ligger vid Korsvägen [1].",
+                         "Liseberg is open 11.00–23.00; the Korsvägen stop is close [2].")
+    # a capitalised word that opens a sentence is not a name
+    assert not _restates("Parken ägs av staden [1].", "The Park is owned by Lisebergs AB [2].")
+
+
+QUOTED_STEPS = ["Om fel [1]:", "1. Ring sjuksköterskan [1].", "2. Skriv en avvikelse [1]."]
+
+
+def _said(lines: list[str]) -> set[str]:
+    return {_plain(c) for ln in lines for c in _CITED.findall(ln)}
+
+
+def test_a_second_passage_keeps_only_sentences_not_quoted_and_its_lists_apart() -> None:
+    said = _said(["Ring sjuksköterskan [1]. Skriv en avvikelse [1]."])
+    # an overlapping chunk: the sentence it shares is not quoted twice
+    assert _new_lines(["Skriv en avvikelse [2]. Följ upp [2]."], said) == ["Följ upp [2]."]
+    # steps numbered otherwise are the same steps; the heading stays over the new ones, so
+    # the two lists do not run into one
+    said = _said(QUOTED_STEPS)
+    assert _new_lines(["Om fel [2]:", "1. Ring sjuksköterskan [2].", "2. Dokumentera [2].",
+                       "3. Följ upp [2]."], said) == [
+        "Om fel [2]:", "2. Dokumentera [2].", "3. Följ upp [2]."]
+    # everything quoted already, the heading too: nothing
+    assert _new_lines(["Om fel [2]:", "1. Ring sjuksköterskan [2].",
+                       "3. Skriv en avvikelse [2]."], said) == []
+    # a heading left without its items goes
+    assert _new_lines(["Förberedelser [2]:", "- Ta fram listan [2].", "Sedan [2]:",
+                       "- Ring sjuksköterskan [2]."], said) == [
+        "Förberedelser [2]:", "- Ta fram listan [2]."]
+    # steps left without step 1 are still a list, one per line
+    assert _join(["2. Dokumentera [2].", "3. Följ upp [2]."]) == \
+        "2. Dokumentera [2].\n3. Följ upp [2]."
 
 # -- the decision --------------------------------------------------------------------------
 

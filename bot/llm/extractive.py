@@ -30,6 +30,7 @@ from bot.answerability import (
     load_model,
     read,
 )
+from bot.citations import claim_numbers
 from bot.llm.base import ChatProvider, GenerationRequest, Source
 from bot.overlap import stem_set
 from bot.texts import text as catalogue_text
@@ -302,10 +303,48 @@ def _second(reading: Reading, first: ScoredSpan, sources: Sequence[Source],
 
 # When the choice is unsure (the next likeliest source is at least this share as likely as
 # the likeliest), that source's passage is quoted after the first one. Chosen on the gold fit
-# part: every key fact in the answer 0.64 -> 0.72, answers 68 -> 83 words on average.
+# part: every key fact in the answer 0.64 -> 0.72, answers 68 -> 83 words on average. When the
+# first passage is not from the likeliest source (a source in the question's language, or one
+# with the asked-for number), the likeliest one is the next: it is quoted too.
 SECOND_PASSAGE = 0.8
 SECOND_SPAN = 0.5  # ... and its best span reads at least half as well as the first one's
 _MARKER = re.compile(r" \[\d+\]")
+_ITEM = re.compile(r"^(?:- |\d+[.)] )")
+# a sentence as the answerer cites it: up to its marker and punctuation
+_CITED = re.compile(r".+?\[\d+\][.!?:;]?(?=\s|$)")
+
+
+def _plain(text: str) -> str:
+    """A quoted sentence or line without its citation marker and list marker."""
+    return _MARKER.sub("", _ITEM.sub("", text.strip())).strip()
+
+
+def _new_lines(lines: Sequence[str], said: set[str]) -> list[str]:
+    """``lines`` without the sentences already quoted (``said``: their plain forms). A list's
+    heading stays when items of it remain (two lists would otherwise run into one); a heading
+    left without items goes."""
+    kept: dict[int, str] = {}
+    for i, ln in enumerate(lines):
+        parts = (_CITED.findall(ln) or [ln]) if ln else []
+        new = [c.strip() for c in parts if _plain(c) not in said]
+        if new and len(new) == len(parts):
+            kept[i] = ln
+        elif new:
+            item = m.group(0) if (m := _ITEM.match(ln)) else ""
+            kept[i] = item + " ".join(_ITEM.sub("", c, count=1) for c in new)
+    for i, ln in enumerate(lines):
+        if not ln.rstrip().endswith(":"):
+            continue
+        items = []
+        for k in range(i + 1, len(lines)):
+            if not _ITEM.match(lines[k]):
+                break
+            items.append(k)
+        if any(k in kept for k in items):
+            kept[i] = ln  # the heading of items that remain
+        else:
+            kept.pop(i, None)  # a heading whose items were all quoted already
+    return [kept[i] for i in sorted(kept)]
 
 
 def _second_passage(reading: Reading, best: ScoredSpan, sources: Sequence[Source],
@@ -325,27 +364,34 @@ def _second_passage(reading: Reading, best: ScoredSpan, sources: Sequence[Source
     span = next((x for x in reading.spans if x.span.src == j), None)
     if span is None or span.score < SECOND_SPAN * best.score:
         return None
-    said = _MARKER.sub("", " ".join(quoted))  # overlapping chunks cite the same text apart
-    lines = [ln for ln in passage(reading, span, other_lang)
-             if ln and _MARKER.sub("", ln) not in said]
-    if sources[j].lang != sources[best.span.src].lang and _restates(said, " ".join(lines)):
+    # overlapping chunks carry the same sentences under other citation numbers
+    said = {_plain(c) for ln in quoted for c in (_CITED.findall(ln) or [ln])}
+    lines = _new_lines(passage(reading, span, other_lang), said)
+    if sources[j].lang != sources[best.span.src].lang and _restates(" ".join(quoted),
+                                                                   " ".join(lines)):
         return None  # the same facts in the other language (an attraction's sv and en pages)
     return (j, lines) if lines else None
 
 
-_NAME_OR_NUMBER = re.compile(r"\b(?:\d[\d.:,–-]*\d|\d|[A-ZÅÄÖ][\w\-åäöé]{2,})")
+_NAME = re.compile(r"(?<![.!?:]\s)(?<!^)\b[A-ZÅÄÖ][\w\-åäöé]{2,}", re.M)
 
 
 def _restates(first: str, second: str) -> bool:
-    """Whether most names and numbers of ``second`` are in ``first`` already: a translation
-    of it, not a distinct fact."""
-    theirs = set(_NAME_OR_NUMBER.findall(_MARKER.sub("", second)))
-    ours = set(_NAME_OR_NUMBER.findall(first))
-    return bool(theirs) and len(theirs & ours) >= 0.5 * len(theirs)
+    """Whether ``second`` says what ``first`` says, in another language: no number of its own
+    (digits and number words, however written) and most of its names (capitalised words that
+    do not open a sentence) quoted already."""
+    second, first = _MARKER.sub("", second), _MARKER.sub("", first)
+    if claim_numbers(second) - claim_numbers(first):
+        return False
+    theirs = {_ITEM.sub("", n) for n in _NAME.findall(second)}
+    ours = set(_NAME.findall(first))
+    if not theirs:
+        return bool(claim_numbers(second))
+    return len(theirs & ours) >= 0.5 * len(theirs)
 
 
 def _join(lines: Sequence[str]) -> str:
-    sep = "\n" if any(ln.startswith(("- ", "1. ")) for ln in lines) else " "
+    sep = "\n" if any(_ITEM.match(ln) for ln in lines) else " "
     return sep.join(ln for ln in lines if ln)
 
 
@@ -373,8 +419,8 @@ def extractive_answer(request: GenerationRequest) -> str:
 
 def framing_text(lang: str, source_langs: set[str]) -> str:
     """In the question's language, which language the quoted sources are in ("Die Quellen
-    sind auf Schwedisch; die relevanten Abschnitte:"); nothing when they are in its own."""
-    if lang in source_langs:
+    sind auf Schwedisch; die relevanten Abschnitte:"); nothing when they are all in its own."""
+    if source_langs == {lang}:
         return ""
     only = next(iter(source_langs)) if len(source_langs) == 1 else "mixed"
     return catalogue_text(f"sources_in_{only if only in ('sv', 'en') else 'mixed'}", lang)
