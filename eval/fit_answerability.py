@@ -261,26 +261,35 @@ def is_foreign(e: Example) -> bool:
     return foreign(e.lang)
 
 
-def fit(examples: list[Example], features: tuple[str, ...] = FEATURES,
-        min_answered: float = 0.80) -> dict[str, Any]:
-    import numpy as np
+def fit_logistic(x: Any, y: Any, c: float, *, balanced: bool = False,
+                 sample_weight: Any = None) -> dict[str, Any]:
+    """A logistic regression over standardised features, as the serving side reads it
+    (``bot.answerability.AnswerabilityModel``): the scaler's mean and scale, the coefficients
+    and the intercept."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    train = [e for e in examples if e.part == "fit" and e.features is not None]
-    x = np.array([[e.features[f] for f in features] for e in train if e.features])
-    y = np.array([e.label for e in train])
-    w = np.array([WEIGHTS[e.set] for e in train])
     scaler = StandardScaler().fit(x)
-    lr = LogisticRegression(C=0.5, class_weight="balanced", max_iter=2000)
-    lr.fit(scaler.transform(x), y, sample_weight=w)
-    model = {
-        "features": list(features),
+    lr = LogisticRegression(C=c, class_weight="balanced" if balanced else None, max_iter=2000)
+    lr.fit(scaler.transform(x), y, sample_weight=sample_weight)
+    return {
         "mean": [float(v) for v in scaler.mean_],
         "scale": [float(v) for v in scaler.scale_],
         "coef": [float(v) for v in lr.coef_[0]],
         "intercept": float(lr.intercept_[0]),
     }
+
+
+def fit(examples: list[Example], features: tuple[str, ...] = FEATURES,
+        min_answered: float = 0.80) -> dict[str, Any]:
+    import numpy as np
+
+    train = [e for e in examples if e.part == "fit" and e.features is not None]
+    x = np.array([[e.features[f] for f in features] for e in train if e.features])
+    y = np.array([e.label for e in train])
+    w = np.array([WEIGHTS[e.set] for e in train])
+    model = {"features": list(features), **fit_logistic(x, y, 0.5, balanced=True,
+                                                         sample_weight=w)}
     model["threshold"] = choose_threshold(examples, model, min_answered)
     return model
 

@@ -32,6 +32,7 @@ from bot.llm import extractive
 from bot.llm.base import GenerationRequest
 from bot.models import ChatRequest, Message
 from bot.wiring import build_service
+from eval.fit_answerability import fit_logistic
 from eval.suites import GoldItem, _contains, load_gold
 from gbg.labels import Role
 from gbg.settings import Settings
@@ -76,16 +77,12 @@ def collect(gold: Sequence[GoldItem]) -> list[Question]:
 
 def _fit(questions: Sequence[Question], c: float) -> AnswerabilityModel:
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     x = np.array([[f[n] for n in FEATURES] for q in questions for f in q.features])
     y = np.array([int(g) for q in questions for g in q.good])
-    scaler = StandardScaler().fit(x)
-    lr = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(x), y)
-    return AnswerabilityModel(FEATURES, tuple(float(v) for v in scaler.mean_),
-                              tuple(float(v) for v in scaler.scale_),
-                              tuple(float(v) for v in lr.coef_[0]), float(lr.intercept_[0]))
+    m = fit_logistic(x, y, c)
+    return AnswerabilityModel(FEATURES, tuple(m["mean"]), tuple(m["scale"]), tuple(m["coef"]),
+                              m["intercept"])
 
 
 def _chosen(model: AnswerabilityModel, q: Question) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 import sentencex
 
 from bot.answerability import (
+    _BULLET,
     AnswerabilityModel,
     Evidence,
     Reading,
@@ -251,7 +252,11 @@ def likeliest(probs: Sequence[float], among: Sequence[int] | None = None) -> int
 def choose_source(reading: Reading, sources: Sequence[Source], lang: str) -> int | None:
     """The index of the source to quote (None without a fitted model): the likeliest to hold
     the answer, or one in the question's own language that is nearly as likely."""
-    probs = source_probabilities(reading, sources)
+    return _choose_among(source_probabilities(reading, sources), sources, lang)
+
+
+def _choose_among(probs: Sequence[float] | None, sources: Sequence[Source],
+                  lang: str) -> int | None:
     if probs is None:
         return None
     top = likeliest(probs)
@@ -263,11 +268,12 @@ def choose_source(reading: Reading, sources: Sequence[Source], lang: str) -> int
     return top
 
 
-def _choose_best(reading: Reading, lang: str, sources: Sequence[Source]) -> ScoredSpan | None:
+def _choose_best(reading: Reading, lang: str, sources: Sequence[Source],
+                 probs: Sequence[float] | None) -> ScoredSpan | None:
     best = reading.best
     if best is None or best.score < MIN_SCORE:
         return None
-    src = choose_source(reading, sources, lang)
+    src = _choose_among(probs, sources, lang)
     if src is not None:
         best = next((x for x in reading.spans if x.span.src == src), best)
     else:
@@ -309,9 +315,14 @@ def _second(reading: Reading, first: ScoredSpan, sources: Sequence[Source],
 SECOND_PASSAGE = 0.8
 SECOND_SPAN = 0.5  # ... and its best span reads at least half as well as the first one's
 _MARKER = re.compile(r" \[\d+\]")
-_ITEM = re.compile(r"^(?:- |\d+[.)] )")
+_ITEM = _BULLET  # a list line, as the reader tells one
 # a sentence as the answerer cites it: up to its marker and punctuation
 _CITED = re.compile(r".+?\[\d+\][.!?:;]?(?=\s|$)")
+
+
+def _cited(line: str) -> list[str]:
+    """The cited sentences of an answer line (the line itself when it has no marker)."""
+    return (_CITED.findall(line) or [line]) if line else []
 
 
 def _plain(text: str) -> str:
@@ -325,7 +336,7 @@ def _new_lines(lines: Sequence[str], said: set[str]) -> list[str]:
     left without items goes."""
     kept: dict[int, str] = {}
     for i, ln in enumerate(lines):
-        parts = (_CITED.findall(ln) or [ln]) if ln else []
+        parts = _cited(ln)
         new = [c.strip() for c in parts if _plain(c) not in said]
         if new and len(new) == len(parts):
             kept[i] = ln
@@ -348,25 +359,22 @@ def _new_lines(lines: Sequence[str], said: set[str]) -> list[str]:
 
 
 def _second_passage(reading: Reading, best: ScoredSpan, sources: Sequence[Source],
-                    quoted: Sequence[str], request_lang: str) -> tuple[int, list[str]] | None:
+                    probs: Sequence[float] | None, quoted: Sequence[str],
+                    request_lang: str) -> tuple[int, list[str]] | None:
     """The passage of the next likeliest source when the choice is unsure, without what the
     first passage already says; None when the choice is sure or it adds nothing."""
-    other_lang = foreign(request_lang)
-    probs = source_probabilities(reading, sources)
-    if probs is None:
+    others = [i for i in range(len(probs or ())) if i != best.span.src]
+    if probs is None or not others:
         return None
-    top = max(probs)
-    order = sorted((i for i in range(len(probs)) if i != best.span.src),
-                   key=lambda i: (-probs[i], i))
-    if not order or probs[order[0]] < SECOND_PASSAGE * top:
+    j = likeliest(probs, others)
+    if probs[j] < SECOND_PASSAGE * max(probs):
         return None
-    j = order[0]
     span = next((x for x in reading.spans if x.span.src == j), None)
     if span is None or span.score < SECOND_SPAN * best.score:
         return None
     # overlapping chunks carry the same sentences under other citation numbers
-    said = {_plain(c) for ln in quoted for c in (_CITED.findall(ln) or [ln])}
-    lines = _new_lines(passage(reading, span, other_lang), said)
+    said = {_plain(c) for ln in quoted for c in _cited(ln)}
+    lines = _new_lines(passage(reading, span, foreign(request_lang)), said)
     if sources[j].lang != sources[best.span.src].lang and _restates(" ".join(quoted),
                                                                    " ".join(lines)):
         return None  # the same facts in the other language (an attraction's sv and en pages)
@@ -381,12 +389,13 @@ def _restates(first: str, second: str) -> bool:
     (digits and number words, however written) and most of its names (capitalised words that
     do not open a sentence) quoted already."""
     second, first = _MARKER.sub("", second), _MARKER.sub("", first)
-    if claim_numbers(second) - claim_numbers(first):
+    numbers = claim_numbers(second)
+    if numbers - claim_numbers(first):
         return False
     theirs = {_ITEM.sub("", n) for n in _NAME.findall(second)}
     ours = set(_NAME.findall(first))
     if not theirs:
-        return bool(claim_numbers(second))
+        return bool(numbers)
     return len(theirs & ours) >= 0.5 * len(theirs)
 
 
@@ -397,13 +406,13 @@ def _join(lines: Sequence[str]) -> str:
 
 def extractive_answer(request: GenerationRequest) -> str:
     reading = reading_for(request)
-    best = _choose_best(reading, request.lang, request.sources)
+    probs = source_probabilities(reading, request.sources)  # once, for both passages
+    best = _choose_best(reading, request.lang, request.sources, probs)
     if best is None:
         return catalogue_text("no_match", request.lang)
-    other_lang = foreign(request.lang)
-    lines = passage(reading, best, other_lang)
+    lines = passage(reading, best, foreign(request.lang))
     used = {best.span.src}
-    more = _second_passage(reading, best, request.sources, lines, request.lang)
+    more = _second_passage(reading, best, request.sources, probs, lines, request.lang)
     if more is not None:
         used.add(more[0])
         text = f"{_join(lines)}\n\n{_join(more[1])}"
