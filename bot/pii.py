@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import phonenumbers
@@ -299,6 +300,19 @@ def _merge_tens(values: Sequence[int]) -> list[str]:
         out.append(str(v))
         i += 1
     return out
+
+
+@lru_cache(maxsize=4)
+def number_words(langs: tuple[str, ...] = ("sv", "en")) -> frozenset[str]:
+    """The number words of some languages ("elva", "twelve", "en"), folded."""
+    data = _load("numbers")
+    out: set[str] = set()
+    for lang in langs:
+        part: dict[str, Any] = dict(data.get(lang, {}))
+        for key in ("units", "teens", "tens"):
+            out.update(fold(w) for w in part.get(key, []) if " " not in w)
+        out.update(fold(w) for w in part.get("more", {}))
+    return frozenset(out)
 
 
 @lru_cache(maxsize=1)

@@ -16,12 +16,18 @@ from bot import policy
 from bot.answerability import (
     AnswerabilityModel,
     Evidence,
+    ScoredSpan,
     SourceText,
+    Span,
+    asked_unit,
     clean,
+    counts_in,
     load_model,
+    missing_content,
     question_type,
     read,
     spans_of,
+    strict_type,
 )
 from bot.auth import KeyStore
 from bot.http.app import create_app
@@ -150,6 +156,88 @@ def test_clean_renders_markdown_as_text(raw: str, plain: str) -> None:
 ])
 def test_question_types(question: str, kind: str) -> None:
     assert question_type(question) == kind
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    # The asking phrase decides, not a content word further on ("ringa", "telefon", "betala").
+    ("Vid hur många graders feber ska jag ringa sjuksköterskan?", "number"),
+    ("Hur många gånger i veckan ska jag ringa dottern?", "number"),
+    ("Hur lång uppsägningstid har en plats i fritidshemmet?", "duration"),
+    ("Hur långt i förväg ska jag beställa en resa?", "duration"),
+    ("How long before departure should I be at the ferry terminal?", "duration"),
+    ("Hur ofta byts batteriet i larmknappen?", "often"),
+    ("How often does the boat to the islands leave?", "often"),
+    ("What are the dates of the harbour festival?", "when"),
+    ("Vilken temperatur ska kylskåpet ha?", "number"),
+    ("Vad är avgiften för en parkeringstillstånd?", "cost"),
+    ("Ungefär hur länge är kön till simskolan?", "duration"),
+    # A question that asks how to do something, though "när" or "om" come later.
+    ("Vad gör jag när brukaren inte öppnar dörren?", "howto"),
+    ("What should I do if the client refuses her medicine?", "howto"),
+    # A yes/no question is one, though it names a price or a phone.
+    ("Får jag betala med kort på bussen?", "yesno"),
+    ("Kan jag ringa efter klockan tio?", "yesno"),
+    # ... unless it asks a wh-question inside.
+    ("Kan du säga vad ett årskort kostar?", "cost"),
+])
+def test_question_types_by_asking_phrase(question: str, kind: str) -> None:
+    assert question_type(question) == kind
+
+
+@pytest.mark.parametrize(("question", "unit", "text", "counted"), [
+    ("Hur många dagar har jag på mig att svara?", "dag", "Du svarar inom tio dagar.", True),
+    ("Hur många dagar har jag på mig att svara?", "dag", "Ring 031-365 00 00 om du har frågor.",
+     False),
+    ("Vid hur många graders feber ska jag ringa?", "grad", "Vid feber över 38 °C ringer du.",
+     True),
+    ("How many minutes does the ride take?", "minu", "The ride takes about 25 minutes.", True),
+    ("How many minutes does the ride take?", "minu", "Trams leave every 10 minutes, line 5.",
+     True),
+    ("Hur många poäng ger risk?", "poän", "Testet mäter risken för undernäring.", False),
+    ("Hur många av brukarna har larm?", "", "", False),
+])
+def test_counts_in_the_unit_asked_for(question: str, unit: str, text: str,
+                                      counted: bool) -> None:
+    assert asked_unit(question) == unit
+    if unit:
+        assert counts_in(unit, text) is counted
+
+
+def _spans(*texts: str) -> list[ScoredSpan]:
+    return [ScoredSpan(Span(0, 1, t, "sentence", 0, i), 0.9, 0.5, 1.0, 0.5)
+            for i, t in enumerate(texts)]
+
+
+def test_missing_content_counts_everyday_words_too() -> None:
+    q = "Får jag ta med katten på bussen?"
+    # "katt" is an everyday word (not rare), but a text about buses without it does not answer.
+    assert missing_content(q, "Bussar och spårvagnar körs av Västtrafik.", "sv") == 0.5
+    assert missing_content(q, "Katter får följa med på bussen i en bur.", "sv") == 0.0
+    assert missing_content("Who runs the ferries?", "Västtrafik runs the ferries.", "en") == 0.0
+    # the other languages: the names and numbers the text lacks
+    assert missing_content("Wann öffnet Liseberg?", "Universeum öppnar klockan tio.",
+                           "de") == 1.0
+
+
+def test_typed_answer_must_say_what_the_question_does_not() -> None:
+    q = "Vilka tider har fiskhallen öppet på lördagar?"
+    # "lördagar" only echoes the question: no opening hours are given.
+    assert strict_type("when", _spans("Fiskhallen har öppet på lördagar."), q) == 0.0
+    assert strict_type("when", _spans("På lördagar är det öppet 10.00-15.00."), q) == 1.0
+    q = "Hur många timmar är utbildningen?"
+    assert strict_type("number", _spans("Utbildningen ges 2 gånger per år."), q) == 0.0
+    assert strict_type("number", _spans("Den omfattar åtta timmar."), q) == 1.0
+    assert strict_type("often", _spans("Bussen går var tionde minut."), "Hur ofta går bussen?") \
+        == 1.0
+    assert strict_type("howto", _spans("Tvätta händerna."), "Hur gör jag?") == 0.5
+    # yes/no: a sentence that names everything asked about, not one half in each
+    q = "Får jag ta med katten på bussen?"
+    assert strict_type("yesno", _spans("Samma biljett gäller på bussen.",
+                                       "I parken ska katten vara i koppel."), q) == 0.0
+    assert strict_type("yesno", _spans("Katter får följa med på bussen i en bur."), q) == 1.0
+    # the clause that asks, not the story before it
+    assert strict_type("yesno", _spans("Ge aldrig en dubbel dos."),
+                       "Jag glömde ge en dos i morse, kan jag ge dubbelt nu?") == 1.0
 
 
 STEPS = """## Om en dos har missats
@@ -362,16 +450,17 @@ def _evidence(**kw: float) -> Evidence:
     base = {"span_sem": 0.85, "span_lex": 0.5, "span_type": 0.0, "span_score": 0.4,
             "top3_span_score": 0.35, "coverage": 0.5, "dense_top": 0.85, "dense_gap": 0.02,
             "bm25_top": 1.5, "agreement": 0.67, "same_lang": 1.0, "typed_q": 0.0,
-            "strict_type": 0.5, "missing_rare": 0.5}
+            "strict_type": 0.5, "missing_rare": 0.5, "missing_content": 0.5}
     return Evidence({**base, **kw})
 
 
 def test_decision_is_monotone_in_the_evidence_of_the_best_span() -> None:
     model = load_model()
     weak = policy.answerability(_evidence(span_lex=0.2, coverage=0.2, span_score=0.2,
-                                          missing_rare=0.9), model)
+                                          missing_rare=0.9, missing_content=1.0), model)
     strong = policy.answerability(_evidence(span_lex=1.0, coverage=1.0, span_score=0.9,
-                                            top3_span_score=0.7, missing_rare=0.0), model)
+                                            top3_span_score=0.7, missing_rare=0.0,
+                                            missing_content=0.0), model)
     assert 0.0 <= weak < strong <= 1.0
 
 
