@@ -69,8 +69,8 @@ _YESNO = re.compile(r"(?:^|[,;:]\s*)(kan|f[åa]r|m[åa]ste|ska|skall|beh[öo]ver
 # många graders feber ska jag ringa?" asks for a number, not a phone number, and "Hur lång
 # uppsägningstid ...?" for a length of time. The phrase opens the question (up to three words
 # before it: "Vid", "Ungefär", "Jag undrar") or a clause after a comma.
-_OPENS = (r"(?:^|[,;:]\s*)[\W_]*(?:(?!(?:vad|var|vart|hur|vem|vilk\w*|what|where|how|who|"
-          r"which)\b)[\w-]+\s+){0,3}?")
+_WH_WORDS = r"vad|var|vart|hur|vem|vilk\w*|what|where|how|who|which"
+_OPENS = rf"(?:^|[,;:]\s*)[\W_]*(?:(?!(?:{_WH_WORDS})\b)[\w-]+\s+){{0,3}}?"
 _ASKING: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(_OPENS + rf"(?:{alts})\b", re.I)) for name, alts in (
         ("cost", r"vad kostar|hur mycket kostar|vad (?:är|blir) (?:priset|avgiften|hyran|lönen|"
@@ -90,7 +90,7 @@ _ASKING: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
                   r"får|tar|sköter|hanterar|byter) (?:jag|vi|man)|how (?:do|should|can|must) "
                   r"(?:i|we|you)|what (?:do|should|must) (?:i|we|you) do"),
     ))
-_WH = re.compile(r"\b(vad|var|vart|när|hur|vem|vilk\w+|what|where|when|how|who|which)\b", re.I)
+_WH = re.compile(rf"\b(?:{_WH_WORDS}|när|when)\b", re.I)
 _HOW_MANY = re.compile(r"\b(?:hur m[åa]nga|how many)\s+([^\W\d_]+)", re.I)
 # Words after "hur många" that are not the unit counted ("hur många av", "how many of").
 _NOT_UNITS = frozenset("av of are is do does can i jag vi ni det de the there som man".split())
@@ -199,6 +199,10 @@ def clean(text: str) -> str:
         text = _EMPH.sub(lambda m: m.group(2) or m.group(3) or "", text)
     text = _CODE.sub(r"\1", text)
     return re.sub(r"(?m)^\s*#{1,6}\s+", "", text).replace("**", "").replace("__", "")
+
+
+# The kinds of value a question can ask for (the others: howto, yesno, other).
+TYPED = (*qtypes.TYPES, "often")
 
 
 def question_type(question: str, lang: str = "sv") -> str:
@@ -442,7 +446,7 @@ def coverage(text: str, have: set[str], lang: str) -> float:
 def _combine(sem: float, lex: float, typed: float, qtype: str, span: Span,
              other_lang: bool = False) -> float:
     semn = min(1.0, max(0.0, (sem - SEM_FLOOR) / SEM_RANGE)) if sem else 0.0
-    typed_w = 0.0 if qtype in ("other", "yesno", "howto") else 0.2
+    typed_w = 0.2 if qtype in TYPED else 0.0
     if other_lang:  # meaning first: only names and numbers can be matched by their letters
         score = 0.85 * semn + 0.15 * lex + typed_w * typed
     else:
@@ -698,7 +702,7 @@ def evidence(reading: Reading, hits: Sequence[HitScores], coverage: float,
         "agreement": (sum(d == best_doc for d in docs) / len(docs)) if docs else 0.0,
         "same_lang": 1.0 if any(h.lang == lang for h in hits[:3]) else 0.0,
         # a question whose answer can be checked in the text: a kind of value, or yes/no
-        "typed_q": 0.0 if reading.qtype in ("other", "howto") else 1.0,
+        "typed_q": 1.0 if reading.qtype in (*TYPED, "yesno") else 0.0,
         "strict_type": strict_type(reading.qtype, reading.spans[:3], reading.question, lang),
         "missing_rare": rare,
         "missing_content": content,

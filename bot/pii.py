@@ -308,7 +308,7 @@ def number_words(langs: tuple[str, ...] = ("sv", "en")) -> frozenset[str]:
     data = _load("numbers")
     out: set[str] = set()
     for lang in langs:
-        part: dict[str, Any] = dict(data.get(lang, {}))
+        part: dict[str, Any] = data.get(lang, {})
         for key in ("units", "teens", "tens"):
             out.update(fold(w) for w in part.get(key, []) if " " not in w)
         out.update(fold(w) for w in part.get("more", {}))

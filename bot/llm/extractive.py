@@ -21,6 +21,7 @@ import sentencex
 
 from bot.answerability import (
     _BULLET,
+    TYPED,
     AnswerabilityModel,
     Evidence,
     Reading,
@@ -46,7 +47,6 @@ MAX_SENTENCES = 3
 # fact: 0.49 for the best sentence and its continuations, 0.64 with this; in a trial, budgets
 # of 60 / 100 / 140 words gave 0.63 / 0.67 / 0.68, and 100 keeps an answer readable).
 PASSAGE_WORDS = 100
-TYPED = ("cost", "duration", "when", "contact", "where", "who", "number", "often")
 WHOLE_LIST_ITEMS = 10  # a longer list is an enumeration, not a procedure: quote what matches
 _CONTINUES = re.compile(r"^(då|därefter|sedan|annars|detta|dessa|det gäller|ring då|then|"
                         r"otherwise|this|these|if not|om inte|men|but)\b", re.I)
@@ -86,7 +86,7 @@ def _list_passage(reading: Reading, best: ScoredSpan) -> list[str] | None:
     if whole is None:
         return None
     items = whole.items
-    procedure = whole.kind == "steps" or reading.qtype in ("howto", "yesno", "other")
+    procedure = whole.kind == "steps" or reading.qtype not in TYPED
     if len(items) > WHOLE_LIST_ITEMS or not procedure:
         near = sorted((x for x in _block_spans(reading, span.src, span.block)
                        if x.score >= 0.85 * best.score), key=lambda x: -x.score)[:2]
@@ -182,8 +182,7 @@ def passage(reading: Reading, best: ScoredSpan, other_lang: bool = False) -> lis
     only: list[str] | None = None
     whole = reading.lists.get((best.span.src, best.span.block))
     if best.span.kind == "item":
-        procedure = whole is not None and (whole.kind == "steps" or reading.qtype in (
-            "howto", "yesno", "other"))
+        procedure = whole is not None and (whole.kind == "steps" or reading.qtype not in TYPED)
         if whole is not None and _list_size(whole) > PASSAGE_WORDS:
             lines = _list_passage(reading, best)  # a long procedure, whole
             if lines:
