@@ -284,8 +284,15 @@ def fit_logistic(x: Any, y: Any, c: float, *, balanced: bool = False,
     }
 
 
+# The share of answerable gold fit questions the threshold must still answer. 0.80 until
+# 2026-12-08; with the decision that checks only the answer kinds that tell the two apart, 0.85
+# answers 9 more of the 198 answerable gold fit questions for 2 fewer refusals of 85 (0.813 /
+# 0.788 -> 0.859 / 0.765), and the issue asks for 0.90 answered.
+MIN_ANSWERED = 0.85
+
+
 def fit(examples: list[Example], features: tuple[str, ...] = FEATURES,
-        min_answered: float = 0.80) -> dict[str, Any]:
+        min_answered: float = MIN_ANSWERED) -> dict[str, Any]:
     import numpy as np
 
     train = [e for e in examples if e.part == "fit" and e.features is not None]
@@ -319,7 +326,7 @@ def rates(examples: list[Example], probs: list[float | None], threshold: float
 
 
 def choose_threshold(examples: list[Example], model: dict[str, Any],
-                     min_answered: float = 0.80) -> float:
+                     min_answered: float = MIN_ANSWERED) -> float:
     """On the gold fit part only: among the thresholds that still answer at least
     ``min_answered`` of the answerable questions, the one that refuses the most unanswerable
     ones (of those, the one answering the most). Answering is the assistant's job (below that
@@ -412,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     DATA.write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")
     print(json.dumps(model["figures"], indent=1))  # noqa: T201
     # Questions in the other languages: their own gold lines, their own model and threshold
-    # (the same rule: the most handled right while 80% of the answerable are answered).
+    # (the same rule: the most refused while 85% of the answerable are answered).
     xl = [e for e in examples if e.set == "gold" and is_foreign(e)]
     if xl:
         xl_model = fit(xl, FEATURES_XL)

@@ -14,14 +14,19 @@ from fastapi.testclient import TestClient
 
 from bot import policy
 from bot.answerability import (
+    SEM_CANDIDATES,
     AnswerabilityModel,
     Evidence,
     ScoredSpan,
     SourceText,
     Span,
+    _decompounder,
+    asked_type,
     asked_unit,
     clean,
     counts_in,
+    coverage,
+    derive,
     load_model,
     missing_content,
     question_type,
@@ -46,6 +51,7 @@ from bot.llm.extractive import (
     source_probabilities,
     source_texts,
 )
+from bot.overlap import stem_set
 from gbg.labels import Role
 from gbg.settings import Settings
 from ingest.embedders import Embedder
@@ -182,6 +188,38 @@ def test_question_types(question: str, kind: str) -> None:
 ])
 def test_question_types_by_asking_phrase(question: str, kind: str) -> None:
     assert question_type(question) == kind
+
+
+@pytest.mark.parametrize(("question", "asked", "hint"), [
+    # a wh-word inside a yes/no question is a conjunction: it asks yes or no
+    ("Får jag ha kvar vigselringen när jag hjälper en brukare att duscha?", "yesno", "yesno"),
+    ("glömde insulinet vid lunchen, ska jag ge det nu när jag är tillbaka?", "yesno", "yesno"),
+    ("Do I get a plastic card when I buy the City Card?", "yesno", "yesno"),
+    # the asking phrase names the kind, wherever a content word hints at another
+    ("Vilket nummer ringer jag till polisen när det inte är akut?", "contact", "contact"),
+    # "does it cost anything?" asks yes or no: "it is free", "it is in the ticket" answer it
+    ("Kostar det något att lämna farligt avfall?", "yesno", "yesno"),
+    ("Har jag rätt till tolk och vad kostar det?", "cost", "cost"),
+    ("Which bus goes to the airport?", "number", "number"),
+    ("What are the opening hours of the library on Sundays?", "when", "when"),
+    # a wh-clause whose kind only its content words hint at is not checked
+    ("Vilka konstnärer kan man se i galleriet?", None, "who"),
+    ("Hur räknas avgiften ut för gifta par?", None, "cost"),
+    ("Kan du säga vad ett årskort kostar?", None, "cost"),
+    ("Vad är växelvård?", None, "other"),
+])
+def test_asked_type_is_what_the_asking_phrase_names(question: str, asked: str | None,
+                                                    hint: str) -> None:
+    assert asked_type(question) == asked
+    assert question_type(question) == hint
+
+
+def test_a_yes_no_question_is_checked_on_its_main_clause() -> None:
+    q = "Får jag ha kvar vigselringen när jag hjälper en brukare att duscha?"
+    # the condition ("när jag hjälper en brukare att duscha") need not be named
+    assert strict_type("yesno", _spans("Vigselringar får inte bäras vid vårdnära arbete."),
+                       q) == 1.0
+    assert strict_type("yesno", _spans("Hjälp brukaren att duscha varje vecka."), q) == 0.0
 
 
 @pytest.mark.parametrize(("question", "unit", "text", "counted"), [
@@ -343,7 +381,7 @@ def test_the_source_choice_keeps_the_questions_language_when_nearly_as_likely() 
 
 
 
-INSULIN_Q = "Jag glömde ge insulinet, vad gör jag?"
+INSULIN_Q = "Jag missade att ge insulinet, vad gör jag?"
 INSULIN = ("Om du har glömt att ge insulinet eller gett fel dos, kontakta sjuksköterskan "
            "omedelbart. Ge aldrig en extra dos på eget initiativ.",
            "Skriv en avvikelserapport samma dag när något har blivit fel med insulinet.",
@@ -451,17 +489,24 @@ def _evidence(**kw: float) -> Evidence:
             "top3_span_score": 0.35, "coverage": 0.5, "dense_top": 0.85, "dense_gap": 0.02,
             "bm25_top": 1.5, "agreement": 0.67, "same_lang": 1.0, "typed_q": 0.0,
             "strict_type": 0.5, "missing_rare": 0.5, "missing_content": 0.5}
-    return Evidence({**base, **kw})
+    return Evidence(derive({**base, **kw}))
 
 
-def test_decision_is_monotone_in_the_evidence_of_the_best_span() -> None:
+def test_decision_rises_with_what_the_best_span_means_and_falls_with_what_is_missing() -> None:
     model = load_model()
-    weak = policy.answerability(_evidence(span_lex=0.2, coverage=0.2, span_score=0.2,
-                                          missing_rare=0.9, missing_content=1.0), model)
-    strong = policy.answerability(_evidence(span_lex=1.0, coverage=1.0, span_score=0.9,
-                                            top3_span_score=0.7, missing_rare=0.0,
-                                            missing_content=0.0), model)
-    assert 0.0 <= weak < strong <= 1.0
+
+    def p(**kw: float) -> float:
+        return policy.answerability(_evidence(**kw), model)
+
+    # each on its own, the rest held (lexical overlap alone is no such evidence: near-misses
+    # reuse the texts' own words, "Feskekôrka", "öppet", "lördagar", and ask what they lack)
+    assert p(span_sem=0.80) < p(span_sem=0.90)
+    assert p(missing_rare=0.9) < p(missing_rare=0.0)
+    assert p(typed_q=1.0, strict_type=0.0) < p(typed_q=1.0, strict_type=1.0)
+    assert p(agreement=0.33) < p(agreement=1.0)
+    weak = p(span_sem=0.80, missing_rare=0.9, typed_q=1.0, strict_type=0.0, agreement=0.33)
+    strong = p(span_sem=0.90, missing_rare=0.0, typed_q=1.0, strict_type=1.0, agreement=1.0)
+    assert 0.0 <= weak < model.threshold < strong <= 1.0
 
 
 def test_decision_refuses_below_the_threshold_and_answers_above() -> None:
@@ -477,3 +522,37 @@ def test_fitted_coefficients_are_committed_with_their_threshold() -> None:
     model = load_model()
     assert len(model.features) == len(model.coef) == len(model.mean) == len(model.scale)
     assert 0.0 < model.threshold < 1.0
+
+
+def test_an_english_question_over_a_swedish_routine_is_read_by_meaning(e5: Embedder) -> None:
+    # An English question shares no words with a Swedish routine but "insulin": every span of
+    # the first sources is read by meaning, not only the few that share the most words.
+    text = ("## Före injektionen\n\nDesinfektera händerna. Kontrollera ordinationen: rätt "
+            "brukare, rätt insulin, rätt dos och rätt tid.\n\n## Ge insulinet\n\nSätt på en "
+            "ny nål. Ställ in ordinerad dos. Ge injektionen i underhudsfettet, oftast på magen "
+            "eller låret. Håll kvar nålen i huden i tio sekunder. Lägg nålen i "
+            "riskavfallsbehållaren. Desinfektera händerna igen. Signera direkt.")
+    src = [SourceText(1, text, "sv", "Insulin med penna")]
+    english = read("Where on the body do I inject the insulin with the pen?", src, "en", e5)
+    assert len(english.spans) > SEM_CANDIDATES
+    assert all(s.sem > 0 for s in english.spans)
+    site = next(s for s in english.spans if "magen eller låret" in s.span.text)
+    assert site.score > 0.4  # by meaning, though it shares no word with the question
+    # a Swedish question over the same text: the lexically best few are read by meaning
+    swedish = read("Var på kroppen ger jag insulinet med pennan?", src, "sv", e5)
+    assert sum(s.sem > 0 for s in swedish.spans) == SEM_CANDIDATES
+    # without an embedder there is no meaning to read: the shared words are all there is
+    assert all(s.sem == 0 for s in read("Where do I inject the insulin?", src, "en").spans)
+
+
+@pytest.mark.parametrize(("question", "text", "full"), [
+    # two forms of one verb the stemmer leaves apart
+    ("glömde insulinet", "Om du har glömt att ge insulinet, ring sjuksköterskan.", True),
+    # words that only begin alike are different words
+    ("kontakt", "Kontrollera pennan.", False),
+    ("grannen", "Granska listan.", False),
+])
+def test_word_forms_the_stemmer_leaves_apart_still_match(question: str, text: str,
+                                                         full: bool) -> None:
+    have = stem_set(text, _decompounder())
+    assert (coverage(question, have, "sv") == 1.0) is full
