@@ -214,6 +214,7 @@ class Reading:
     lists: dict[tuple[int, int], Span] = field(default_factory=dict)
     all_spans: tuple[ScoredSpan, ...] = ()  # in source order
     titles: tuple[str, ...] = ()  # each source's document title
+    asked: str | None = None  # the kind its asking phrase names (``asked_type``), if any
 
     @property
     def best(self) -> ScoredSpan | None:
@@ -253,11 +254,13 @@ def question_type(question: str, lang: str = "sv") -> str:
     number, often, howto, yesno or other (the other languages from their word lists). The
     asking phrase decides (``asked_type``); without one, the content words hint ("avgiften"
     → cost)."""
+    return asked_type(question, lang) or _hinted_type(question, lang)
+
+
+def _hinted_type(question: str, lang: str) -> str:
+    """The kind a question's content words hint at when no asking phrase names one."""
     if foreign(lang):
-        return qtypes.question_type(question, lang) or "other"
-    asked = asked_type(question)
-    if asked is not None:
-        return asked
+        return "other"  # the word lists are asking words: ``asked_type`` has read them
     for name, pat in _Q_TYPES:
         if pat.search(question):
             return name
@@ -525,12 +528,12 @@ def _combine(sem: float, lex: float, typed: float, qtype: str, span: Span,
 
 
 SEM_CANDIDATES = 6  # spans whose e5 similarity is computed (the lexically best)
-# A question in another language has no lexical order to go by: the spans of the top sources
-# in retrieval order (all of the first two, the openings of the next three).
+# A span in another language than the question's has no lexical order to go by: such spans of
+# the top sources in retrieval order (all of the first two, the openings of the next three).
 SEM_CANDIDATES_XL = 24
 
 
-def _xl_candidates(spans: Sequence[Span], among: Sequence[bool]) -> list[int]:
+def _cross_candidates(spans: Sequence[Span], among: Sequence[bool]) -> list[int]:
     picked = [i for i, sp in enumerate(spans) if sp.src < 2 and among[i]]
     per_src: dict[int, int] = {}
     for i, sp in enumerate(spans):
@@ -555,7 +558,8 @@ def read(question: str, sources: Sequence[SourceText], lang: str = "sv",
 
 def _read(question: str, sources: Sequence[SourceText], lang: str,
           embedder: Embeds | None) -> Reading:
-    qtype = question_type(question, lang)
+    asked = asked_type(question, lang)
+    qtype = asked or _hinted_type(question, lang)
     spans: list[Span] = []
     lists: dict[tuple[int, int], Span] = {}
     for i, src in enumerate(sources):
@@ -574,7 +578,7 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
     if embedder is not None and spans:
         # Across languages a sentence alone says too little to e5; each such candidate is read
         # with the sentence that follows it in its paragraph, in retrieval order.
-        pick = _xl_candidates(spans, cross)
+        pick = _cross_candidates(spans, cross)
         follow = {(sp.src, sp.block, sp.pos): sp.text for sp in spans}
         texts = [f"{sp.text} {follow.get((sp.src, sp.block, sp.pos + 1), '')}".strip()
                  for sp in (spans[i] for i in pick)]
@@ -593,7 +597,7 @@ def _read(question: str, sources: Sequence[SourceText], lang: str,
     ]
     best = sorted(scored, key=lambda x: (-x.score, x.span.src, x.span.pos))
     return Reading(question, qtype, tuple(best), lists, tuple(scored),
-                   tuple(s.doc for s in sources))
+                   tuple(s.doc for s in sources), asked)
 
 
 # --- evidence for the decision --------------------------------------------------------------
@@ -761,7 +765,7 @@ def evidence(reading: Reading, hits: Sequence[HitScores], coverage: float,
         best_text = f"{reading.titles[best.span.src]} {best_text}"
     rare, content = _missing(reading.question, best_text, lang)
     # checked against what the asking phrase asks for, not what its content words hint at
-    asked = asked_type(reading.question, lang)
+    asked = reading.asked
     values = {
         "span_sem": max((s.sem for s in reading.spans), default=0.0),
         "span_lex": max((s.lex for s in reading.spans), default=0.0),
